@@ -1,0 +1,10 @@
+module github.com/socksbind/socksbind
+
+go 1.25.0
+
+require (
+	github.com/stretchr/testify v1.12.1
+	golang.org/x/net v0.58.0
+)
+
+require go.yaml.in/yaml/v3 v3.0.5 // indirect
