@@ -1,0 +1,97 @@
+package socksbind
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/socksbind/socksbind/internal/wire"
+)
+
+// An Authenticator is one SOCKS authentication method. A [Dialer] offers the
+// methods of its Authenticators in order and runs the one the proxy picks.
+// Implement it to plug in GSS-API or a private method.
+type Authenticator interface {
+	// Method is the method number offered in the greeting.
+	Method() AuthMethod
+
+	// Authenticate runs the method's sub-negotiation on rw, which is the
+	// connection to the proxy. It must write each of its messages in one
+	// Write and read no byte beyond its last reply. The connection's
+	// deadline already follows ctx. A rejection should wrap
+	// [ErrAuthRejected].
+	Authenticate(ctx context.Context, rw io.ReadWriter) error
+}
+
+// NoAuth is the method "no authentication required".
+type NoAuth struct{}
+
+// Method returns [AuthNone].
+func (NoAuth) Method() AuthMethod { return AuthNone }
+
+// Authenticate does nothing: the method has no sub-negotiation.
+func (NoAuth) Authenticate(context.Context, io.ReadWriter) error { return nil }
+
+// UsernamePassword is the username/password method of RFC 1929. The
+// username must be 1 to 255 bytes and the password at most 255; an empty
+// password is sent as such, as real servers accept it.
+type UsernamePassword struct {
+	Username string
+	Password string
+}
+
+// Method returns [AuthUsernamePassword].
+func (*UsernamePassword) Method() AuthMethod { return AuthUsernamePassword }
+
+// Validate reports credentials that cannot be encoded.
+func (up *UsernamePassword) Validate() error {
+	if len(up.Username) == 0 || len(up.Username) > 255 {
+		return fmt.Errorf("socksbind: username must be 1 to 255 bytes, not %d", len(up.Username))
+	}
+	if len(up.Password) > 255 {
+		return fmt.Errorf("socksbind: password must be at most 255 bytes, not %d", len(up.Password))
+	}
+	return nil
+}
+
+// String returns the method and the username, never the password.
+func (up *UsernamePassword) String() string {
+	return "username/password for " + up.Username
+}
+
+// Authenticate sends the credentials and reads the status.
+func (up *UsernamePassword) Authenticate(_ context.Context, rw io.ReadWriter) error {
+	if err := up.Validate(); err != nil {
+		return err
+	}
+	if _, err := rw.Write(wire.AppendUserPass(make([]byte, 0, 3+len(up.Username)+len(up.Password)), up.Username, up.Password)); err != nil {
+		return err
+	}
+	status, err := wire.ReadUserPassStatus(rw)
+	if err != nil {
+		return err
+	}
+	if status != 0 {
+		return fmt.Errorf("%w: username/password status %d", ErrAuthRejected, status)
+	}
+	return nil
+}
+
+// validator is implemented by an Authenticator that can check itself before
+// anything is sent.
+type validator interface{ Validate() error }
+
+func validateAuth(auth []Authenticator) error {
+	if len(auth) > 255 {
+		return errors.New("socksbind: more than 255 authentication methods")
+	}
+	for _, a := range auth {
+		if v, ok := a.(validator); ok {
+			if err := v.Validate(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,151 @@
+package socksbind
+
+import (
+	"context"
+	"errors"
+
+	"net"
+	"net/netip"
+
+	"golang.org/x/net/proxy"
+)
+
+var (
+	_ proxy.Dialer        = (*Dialer)(nil)
+	_ proxy.ContextDialer = (*Dialer)(nil)
+)
+
+// A Dialer reaches targets through a SOCKS version 5 proxy. Its fields must
+// not change once it is in use; it is safe for concurrent use.
+type Dialer struct {
+	// ProxyNetwork and ProxyAddress locate the proxy, as for [net.Dial].
+	// An empty ProxyNetwork means "tcp".
+	ProxyNetwork string
+	ProxyAddress string
+
+	// Forward reaches the proxy. Nil means a direct connection. When it
+	// implements [proxy.ContextDialer] its DialContext is used, so that
+	// cancellation reaches every hop of a chain.
+	Forward proxy.Dialer
+
+	// Auth lists the authentication methods to offer, in order of
+	// preference. Empty means [NoAuth] only.
+	Auth []Authenticator
+
+	// ResolveLocally makes the Dialer resolve target names itself, with
+	// Resolver (or [net.DefaultResolver]), and send the proxy an IP
+	// address: the behaviour of the "socks5" URL scheme. By default names
+	// are sent to the proxy to resolve ("socks5h").
+	ResolveLocally bool
+	Resolver       *net.Resolver
+}
+
+// SOCKS5 returns a Dialer that reaches the proxy at address on network
+// through forward (nil meaning direct), with the username and password of
+// auth when it is not nil. It has the signature and meaning of
+// [golang.org/x/net/proxy.SOCKS5], and reports credentials that cannot be
+// sent (a username of 0 or more than 255 bytes, a password of more than
+// 255) at once.
+func SOCKS5(network, address string, auth *proxy.Auth, forward proxy.Dialer) (*Dialer, error) {
+	d := &Dialer{ProxyNetwork: network, ProxyAddress: address, Forward: forward}
+	if auth != nil {
+		up := &UsernamePassword{Username: auth.User, Password: auth.Password}
+		if err := up.Validate(); err != nil {
+			return nil, err
+		}
+		d.Auth = []Authenticator{NoAuth{}, up}
+	}
+	return d, nil
+}
+
+// Dial connects to address through the proxy. See [Dialer.DialContext].
+func (d *Dialer) Dial(network, address string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, address)
+}
+
+// DialContext connects to address on network ("tcp", "tcp4" or "tcp6")
+// through the proxy with the CONNECT command. The connection is a [*Conn].
+//
+// ctx bounds the whole of it: reaching the proxy, authenticating, and the
+// proxy's reply. Once DialContext returns, ctx has no effect on the
+// connection, and no deadline is left set on it.
+//
+// The error is a [*net.OpError]: Op is "socks connect", Net is network,
+// Source is the proxy's address and Addr the target's. Its Err is the
+// cause: a [*ReplyError] when the proxy refused (match it with the
+// sentinels of this package, or with a syscall errno), the error of ctx
+// when it ended first, or the error of the connection to the proxy.
+func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	dst, err := d.target(ctx, network, address)
+	if err != nil {
+		return nil, &net.OpError{Op: "socks connect", Net: network, Source: d.proxyAddr(), Addr: addrText(address), Err: err}
+	}
+	c, bnd, err := d.open(ctx, CmdConnect, network, dst)
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{Conn: c, local: netAddr(bnd), remote: netAddr(dst)}, nil
+}
+
+// target parses a CONNECT target, resolving its name when the Dialer
+// resolves locally.
+func (d *Dialer) target(ctx context.Context, network, address string) (Addr, error) {
+	ipNet, err := ipNetwork(network)
+	if err != nil {
+		return Addr{}, err
+	}
+	a, err := parseAddr(address)
+	if err != nil {
+		return Addr{}, err
+	}
+	if a.Name == "" && !a.IP.IsValid() {
+		return Addr{}, errors.New("missing host")
+	}
+	if a.IP.IsValid() {
+		if (ipNet == "ip4" && !a.IP.Is4()) || (ipNet == "ip6" && !a.IP.Is6()) {
+			return Addr{}, &net.AddrError{Err: "address family mismatch", Addr: address}
+		}
+		return a, nil
+	}
+	if !d.ResolveLocally {
+		return a, nil
+	}
+	r := d.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	ips, err := r.LookupNetIP(ctx, ipNet, a.Name)
+	if err != nil {
+		return Addr{}, err
+	}
+	a.IP, a.Name = firstIP(ips), ""
+	return a, nil
+}
+
+// firstIP prefers an IPv4 address, as the proxy is likelier to reach it.
+func firstIP(ips []netip.Addr) netip.Addr {
+	for _, ip := range ips {
+		if ip.Unmap().Is4() {
+			return ip.Unmap()
+		}
+	}
+	return ips[0]
+}
+
+func ipNetwork(network string) (string, error) {
+	switch network {
+	case "tcp":
+		return "ip", nil
+	case "tcp4":
+		return "ip4", nil
+	case "tcp6":
+		return "ip6", nil
+	}
+	return "", net.UnknownNetworkError(network)
+}
+
+// addrText is an address that could not be parsed, for an error message.
+type addrText string
+
+func (a addrText) Network() string { return "tcp" }
+func (a addrText) String() string  { return string(a) }
