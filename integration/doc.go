@@ -1,0 +1,43 @@
+// Package integration tests socksbind against real proxy servers: Dante
+// (danted, SOCKS5 with BIND and UDP ASSOCIATE), microsocks (SOCKS5, CONNECT
+// only) and tinyproxy (an HTTP CONNECT hop in front of a SOCKS server).
+//
+// The package holds tests only. Each test starts the servers it needs as child
+// processes, in the foreground, on free ports on 127.0.0.1 (and ::1), with
+// configurations rendered from testdata/ into a temporary directory; it waits
+// until each port accepts connections (and, for the SOCKS servers, answers a
+// greeting) and stops every server in the test's cleanup, printing the
+// server's captured output when the test failed. The tests send traffic to
+// loopback addresses only and use no system service. The harness is in
+// harness_test.go; harness_selftest_test.go checks it with raw protocol bytes.
+//
+// A test binary killed from outside, or by the -timeout panic, runs no
+// cleanup: servers it had started keep running on their loopback ports until
+// they are killed.
+//
+// # Requirements
+//
+// The programs danted, microsocks and tinyproxy must be in PATH (danted lives
+// in /usr/sbin on Debian). On Debian or Ubuntu, as root,
+//
+//	bash .ci/install-deps
+//
+// installs them (packages dante-server, microsocks, tinyproxy), stops and
+// disables the services the packages bring, and creates the system user
+// socksbindtest with password socksbind-pass, against which Dante's
+// username/password method checks. The script is safe to run again.
+//
+// Dante's username/password method reads /etc/shadow, so the tests that use it
+// need to run as root; the other Dante tests also run as an ordinary user.
+//
+// # Running
+//
+//	go test ./integration/
+//
+// skips every test whose server is missing, with a message saying so. CI sets
+//
+//	SOCKSBIND_INTEGRATION=require go test -race ./integration/
+//
+// under which a missing server, a missing test user or a missing ::1 fails the
+// test instead.
+package integration
