@@ -17,18 +17,18 @@ import (
 // still use splice.
 type Conn struct {
 	net.Conn
-	local, remote net.Addr
+	local, remote Addr // made a net.Addr on demand
 }
 
 // NetConn returns the connection to the proxy that carries the relay.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
 
 // LocalAddr returns the address the proxy reported for its end of the relay.
-func (c *Conn) LocalAddr() net.Addr { return c.local }
+func (c *Conn) LocalAddr() net.Addr { return netAddr(c.local) }
 
 // RemoteAddr returns the address of the far end: a [*net.TCPAddr], or an
 // [Addr] when the target was given to the proxy by name.
-func (c *Conn) RemoteAddr() net.Addr { return c.remote }
+func (c *Conn) RemoteAddr() net.Addr { return netAddr(c.remote) }
 
 // ReadFrom implements [io.ReaderFrom] with the underlying connection's own,
 // after unwrapping r if it is a Conn, so that the kernel can splice.
@@ -84,7 +84,7 @@ func (c *Conn) CloseRead() error {
 }
 
 func (c *Conn) unsupported(op string) error {
-	return &net.OpError{Op: op, Net: "tcp", Source: c.local, Addr: c.remote, Err: errors.ErrUnsupported}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errors.ErrUnsupported}
 }
 
 // writerOnly and readerOnly hide every method but Write or Read, so that a

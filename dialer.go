@@ -84,7 +84,7 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{Conn: c, local: netAddr(bnd), remote: netAddr(dst)}, nil
+	return &Conn{Conn: c, local: bnd, remote: dst}, nil
 }
 
 // target parses a CONNECT target, resolving its name when the Dialer

@@ -56,7 +56,10 @@ func handshake(ctx context.Context, c net.Conn, auth []Authenticator, cmd Comman
 	if hasDeadline {
 		c.SetDeadline(deadline)
 	}
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
+	stop := func() bool { return true }
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
+	}
 	bnd, err := exchange(ctx, c, auth, cmd, dst)
 	if !stop() {
 		// ctx is done and the deadline may be set at any moment: the
@@ -76,9 +79,10 @@ func handshake(ctx context.Context, c net.Conn, auth []Authenticator, cmd Comman
 }
 
 func exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command, dst Addr) (Addr, error) {
-	// One buffer for the greeting and the request: each is sent in a
-	// single Write, as some servers cannot reassemble a split message.
-	buf := make([]byte, 0, 6+255+2)
+	// One buffer for every message of the handshake, sized for the
+	// longest: each is sent in a single Write, as some servers cannot
+	// reassemble a split message, and replies are read into it.
+	buf := make([]byte, 0, max(2+len(auth), 7+len(dst.Name), wire.MaxFixedMessage))
 	buf = append(buf, wire.Version5, byte(len(auth)))
 	for _, a := range auth {
 		buf = append(buf, byte(a.Method()))
@@ -86,7 +90,7 @@ func exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command
 	if _, err := c.Write(buf); err != nil {
 		return Addr{}, err
 	}
-	m, err := wire.ReadMethodSelection(c)
+	m, err := wire.ReadMethodSelection(c, buf)
 	if err != nil {
 		return Addr{}, err
 	}
@@ -112,7 +116,7 @@ func exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command
 	if _, err := c.Write(buf); err != nil {
 		return Addr{}, err
 	}
-	rep, bnd, err := wire.ReadReply(c)
+	rep, bnd, err := wire.ReadReply(c, buf)
 	if err != nil {
 		return Addr{}, err
 	}

@@ -168,7 +168,7 @@ type Listener struct {
 	armErr    error         // a temporary re-arm failure, for the next Accept
 	used      bool          // Once: the connection has been accepted
 	dead      error         // the permanent error of a dead listener
-	addr      net.Addr      // the address of the pending (or last) BIND
+	addr      Addr          // the advertised address of the pending (or last) BIND
 	port      uint16        // the port the proxy bound last
 	deadline  time.Time
 	dlTimer   *time.Timer
@@ -180,8 +180,8 @@ type Listener struct {
 // bind is one BIND request that got its first reply.
 type bind struct {
 	c    net.Conn
-	port uint16   // the port the proxy bound
-	addr net.Addr // what the listener advertises for it
+	port uint16 // the port the proxy bound
+	addr Addr   // what the listener advertises for it
 	// reply2 holds the bytes of the second reply read so far, so a read
 	// cut short by a deadline resumes where it stopped.
 	reply2 resumable
@@ -194,7 +194,7 @@ type bind struct {
 func (l *Listener) Addr() net.Addr {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.addr
+	return netAddr(l.addr)
 }
 
 // Accept waits for the proxy's second reply, which reports a peer, and
@@ -329,7 +329,7 @@ func (l *Listener) settle(b *bind, err error) {
 		}
 	default:
 		l.pending, l.port, l.addr = b, b.port, b.addr
-		armed = b.addr
+		armed = netAddr(b.addr)
 	}
 	l.mu.Unlock()
 	if armed != nil && l.cfg.Armed != nil {
@@ -347,7 +347,7 @@ func (l *Listener) accepted(b *bind, peer Addr) net.Conn {
 		l.startRearm()
 	}
 	l.mu.Unlock()
-	return &Conn{Conn: b.c, local: b.addr, remote: netAddr(peer)}
+	return &Conn{Conn: b.c, local: b.addr, remote: peer}
 }
 
 // startRearm sends the next BIND from a goroutine the listener owns; Close
@@ -429,14 +429,14 @@ func (l *Listener) arm(ctx context.Context) (*bind, error) {
 }
 
 // advertise is the address peers should use for what the proxy bound.
-func (l *Listener) advertise(c net.Conn, bnd Addr) net.Addr {
+func (l *Listener) advertise(c net.Conn, bnd Addr) Addr {
 	switch {
 	case l.cfg.AdvertiseIP.IsValid():
 		bnd.IP, bnd.Name = l.cfg.AdvertiseIP, ""
 	case bnd.Name == "" && (!bnd.IP.IsValid() || bnd.IP.IsUnspecified()):
 		bnd.IP, bnd.Name = l.proxyIP(c)
 	}
-	return netAddr(bnd)
+	return bnd
 }
 
 // proxyIP is the proxy's own address: from the Dialer's ProxyAddress, or,
@@ -470,7 +470,7 @@ func (l *Listener) readReply2(ctx context.Context, b *bind) (Addr, error) {
 		l.mu.Unlock()
 	})
 	b.reply2.begin(b.c)
-	rep, peer, err := wire.ReadReply(&b.reply2)
+	rep, peer, err := wire.ReadReply(&b.reply2, nil)
 	stop()
 	l.mu.Lock()
 	l.reading = nil
@@ -505,7 +505,7 @@ func (l *Listener) SetDeadline(t time.Time) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.isClosed() {
-		return &net.OpError{Op: "set", Net: l.network, Addr: l.addr, Err: net.ErrClosed}
+		return &net.OpError{Op: "set", Net: l.network, Addr: netAddr(l.addr), Err: net.ErrClosed}
 	}
 	l.deadline = t
 	if l.dlTimer != nil && !l.dlTimer.Stop() {

@@ -232,9 +232,10 @@ func ReadGreeting(r io.Reader) ([]AuthMethod, error) {
 }
 
 // ReadMethodSelection reads the server's choice of method (client side).
-func ReadMethodSelection(r io.Reader) (AuthMethod, error) {
-	var b [2]byte
-	if _, err := io.ReadFull(r, b[:]); err != nil {
+// scratch, when it has room for 2 bytes, spares an allocation.
+func ReadMethodSelection(r io.Reader, scratch []byte) (AuthMethod, error) {
+	b := scratchBuf(scratch, 2)
+	if _, err := io.ReadFull(r, b); err != nil {
 		return 0, unexpected(err)
 	}
 	if b[0] != Version5 {
@@ -304,22 +305,33 @@ func AppendReply(b []byte, rep Reply, bnd Addr) []byte {
 
 // ReadRequest reads a request (server side).
 func ReadRequest(r io.Reader) (Command, Addr, error) {
-	code, a, err := readMessage(r)
+	code, a, err := readMessage(r, nil)
 	return Command(code), a, err
 }
 
 // ReadReply reads a reply (client side): exactly its head and its address,
-// never a byte more.
-func ReadReply(r io.Reader) (Reply, Addr, error) {
-	code, a, err := readMessage(r)
+// never a byte more. scratch, when it has room for 22 bytes, spares an
+// allocation.
+func ReadReply(r io.Reader, scratch []byte) (Reply, Addr, error) {
+	code, a, err := readMessage(r, scratch)
 	return Reply(code), a, err
+}
+
+// MaxFixedMessage is the length of the longest request or reply without a
+// domain name: a head of 4 bytes, an IPv6 address and a port.
+const MaxFixedMessage = 4 + 16 + 2
+
+func scratchBuf(scratch []byte, n int) []byte {
+	if cap(scratch) >= n {
+		return scratch[:n]
+	}
+	return make([]byte, n)
 }
 
 // readMessage reads the shared shape of requests and replies. The reserved
 // byte is not checked: servers are known to send garbage there.
-func readMessage(r io.Reader) (byte, Addr, error) {
-	// Head plus the longest fixed-size address: 4 + 16 + 2.
-	var buf [22]byte
+func readMessage(r io.Reader, scratch []byte) (byte, Addr, error) {
+	buf := scratchBuf(scratch, MaxFixedMessage)
 	if _, err := io.ReadFull(r, buf[:4]); err != nil {
 		return 0, Addr{}, unexpected(err)
 	}

@@ -81,7 +81,7 @@ func TestReadReply(t *testing.T) {
 			// The bytes after the reply belong to the relay: they must
 			// still be there.
 			r := bytes.NewReader(append(tt.in, "payload"...))
-			rep, a, err := ReadReply(r)
+			rep, a, err := ReadReply(r, nil)
 			require.NoError(t, err)
 			assert.Equal(t, tt.rep, rep)
 			assert.Equal(t, tt.addr, a)
@@ -109,19 +109,19 @@ func TestReadReply(t *testing.T) {
 	}
 	for _, tt := range corrupted {
 		t.Run("corrupted/"+tt.name, func(t *testing.T) {
-			_, _, err := ReadReply(bytes.NewReader(tt.in))
+			_, _, err := ReadReply(bytes.NewReader(tt.in), make([]byte, 0, 22))
 			assert.ErrorIs(t, err, tt.want)
 		})
 	}
 }
 
 func TestReadSmallMessages(t *testing.T) {
-	m, err := ReadMethodSelection(bytes.NewReader([]byte{5, 2}))
+	m, err := ReadMethodSelection(bytes.NewReader([]byte{5, 2}), nil)
 	require.NoError(t, err)
 	assert.Equal(t, AuthUsernamePassword, m)
-	_, err = ReadMethodSelection(bytes.NewReader([]byte{4, 0}))
+	_, err = ReadMethodSelection(bytes.NewReader([]byte{4, 0}), nil)
 	assert.ErrorIs(t, err, ErrMalformed)
-	_, err = ReadMethodSelection(bytes.NewReader([]byte{5}))
+	_, err = ReadMethodSelection(bytes.NewReader([]byte{5}), nil)
 	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
 
 	st, err := ReadUserPassStatus(bytes.NewReader([]byte{1, 0}))
@@ -166,7 +166,7 @@ func FuzzReadReply(f *testing.F) {
 	f.Add([]byte{5, 0, 0, 9})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r := bytes.NewReader(in)
-		rep, a, err := ReadReply(r)
+		rep, a, err := ReadReply(r, nil)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) && !errors.Is(err, io.ErrUnexpectedEOF) {
 				t.Fatalf("unexpected error %v", err)

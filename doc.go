@@ -1,0 +1,50 @@
+// Package socksbind is a SOCKS version 5 client (RFC 1928, with the
+// username/password authentication of RFC 1929) for the
+// golang.org/x/net/proxy ecosystem, whose [Listener] turns the BIND command
+// into a [net.Listener]: a standard Go server runs unchanged behind a remote
+// proxy.
+//
+//	d, _ := socksbind.SOCKS5("tcp", "proxy.example:1080", nil, nil)
+//	ln, err := d.Listen(ctx, "tcp", ":0") // the proxy listens for us
+//	if err != nil { ... }
+//	fmt.Println("serving on", ln.Addr())    // the address the proxy bound
+//	http.Serve(ln, handler)
+//
+// A [Dialer] is a drop-in for golang.org/x/net/proxy.SOCKS5: the same
+// constructor, and Dial and DialContext perform CONNECT. Every connection it
+// returns is a [*Conn], which keeps the fast paths of the connection to the
+// proxy (io.ReaderFrom, io.WriterTo, CloseWrite), so io.Copy can splice.
+//
+// # BIND semantics
+//
+// A BIND request carries one connection: the proxy sends a first reply when
+// it listens, a second when a peer connects, and then relays. A [Listener]
+// re-arms after each connection with a new BIND for the same port, started
+// the moment the second reply arrives. When the proxy grants another port,
+// a listener that asked for a specific port releases it and reports a
+// temporary [ErrAddressInUse] from Accept until the port can be had again;
+// a listener that asked for port 0 follows the proxy, and Addr reports the
+// new address. [ListenConfig.Once] gives the classic single-connection
+// BIND. Close cancels the proxy's pending BIND and unblocks every Accept
+// with [net.ErrClosed]; an Accept error is temporary, in the sense of
+// [net.Error], only when the listener can go on.
+//
+// # Errors
+//
+// Every error is a [*net.OpError]. A failure reply is a [*ReplyError] that
+// matches both a sentinel of this package and the errno of the classic C
+// client API, so errors.Is(err, syscall.ECONNREFUSED) holds for a CONNECT
+// the proxy refused; see [ErrGeneralFailure] for the table.
+//
+// # Wire discipline
+//
+// Each protocol message goes out in one Write (some servers cannot
+// reassemble a split message) and every reply is read to its exact length
+// (no byte that follows a reply is consumed, even when a proxy sends reply
+// and data in one segment). Contexts bound handshakes and are watched for
+// cancellation, not only for their deadline; no deadline set during a
+// handshake is left on a connection.
+//
+// The package socks5test provides an in-process server for tests, and
+// proxyext configures dialers and listeners from URLs and the environment.
+package socksbind
