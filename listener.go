@@ -89,6 +89,7 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (*L
 		fixedPort: want.Port != 0 && want.IP.IsUnspecified(),
 		token:     make(chan struct{}, 1),
 		closed:    make(chan struct{}),
+		dlCh:      make(chan struct{}),
 		life:      life,
 		cancel:    cancel,
 	}
@@ -294,10 +295,11 @@ func (l *Listener) waitPending(ctx context.Context) (*bind, error) {
 		case armDone != nil:
 			wait = armDone
 		default:
-			// The last re-arm got the wrong port: try again here.
-			actx, cancel := l.bounded(ctx)
-			l.settle(l.arm(actx))
-			cancel()
+			// The last re-arm failed for a reason that may pass (a
+			// wrong port, or a wait cut short): try again here.
+			if err := l.rearmHere(ctx); err != nil {
+				return nil, err
+			}
 			continue
 		}
 		select {
@@ -309,6 +311,29 @@ func (l *Listener) waitPending(ctx context.Context) (*bind, error) {
 			return nil, l.timeout()
 		}
 	}
+}
+
+// rearmHere re-arms on the caller's goroutine. A re-arm cut short by the
+// caller's context or deadline leaves the listener as it was, to re-arm at
+// the next call; any other outcome is settled.
+func (l *Listener) rearmHere(ctx context.Context) error {
+	actx, cancel := l.bounded(ctx)
+	defer cancel()
+	b, err := l.arm(actx)
+	// The connection's deadline can fire a moment before actx reports
+	// it, so the error itself is asked too.
+	cut := actx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+	if err != nil && cut && !l.isClosed() {
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case l.deadlinePassed():
+			return l.timeout()
+		}
+		return context.DeadlineExceeded // ctx's, a moment early
+	}
+	l.settle(b, err)
+	return nil
 }
 
 // settle makes b the pending BIND, or records why a re-arm failed: a wrong
@@ -382,11 +407,9 @@ func (l *Listener) reply2Failed(ctx context.Context, b *bind, err error) error {
 	if !errors.As(err, &re) || l.cfg.Once {
 		return l.kill(err)
 	}
-	actx, cancel := l.bounded(ctx)
-	l.settle(l.arm(actx))
-	cancel()
+	cut := l.rearmHere(ctx) // a cut re-arm is retried at the next call
 	l.mu.Lock()
-	alive := l.pending != nil || l.armErr != nil
+	alive := cut != nil || l.pending != nil || l.armErr != nil
 	l.armErr = nil
 	l.mu.Unlock()
 	if !alive {
@@ -512,7 +535,7 @@ func (l *Listener) SetDeadline(t time.Time) error {
 		<-l.dlCh // the timer fired: wait until it has closed the channel
 	}
 	l.dlTimer = nil
-	if l.dlCh == nil || isDone(l.dlCh) {
+	if isDone(l.dlCh) {
 		// Waiters on a channel not closed yet keep it: they see the
 		// new deadline through it.
 		l.dlCh = make(chan struct{})
@@ -529,13 +552,11 @@ func (l *Listener) SetDeadline(t time.Time) error {
 	return nil
 }
 
-// deadlineCh is closed when the deadline passes; nil when there is none.
+// deadlineCh is closed when the deadline passes. A waiter keeps the same
+// channel when SetDeadline sets a deadline later, so it sees that one too.
 func (l *Listener) deadlineCh() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.deadline.IsZero() {
-		return nil
-	}
 	return l.dlCh
 }
 
