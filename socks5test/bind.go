@@ -1,0 +1,213 @@
+package socks5test
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/socksbind/socksbind/internal/wire"
+)
+
+// A BindMode selects what the server does with a BIND's listening socket
+// once its peer was accepted.
+type BindMode int
+
+const (
+	// BindDante closes the listening socket when the peer is accepted:
+	// one connection per BIND, as Dante and every standards-following
+	// server do. A second peer connecting to the port is refused. The
+	// socket is made without SO_REUSEADDR, so asking for the same port
+	// again while the accepted connection is open, or while the port is
+	// in TIME_WAIT, binds a different port.
+	BindDante BindMode = iota
+
+	// BindReuse keeps the listening socket open once its peer was
+	// accepted, in a pool keyed by its address, as some servers do. A
+	// later BIND, from any client, with an unspecified DST.ADDR of the
+	// same family and the socket's port as DST.PORT takes the pooled
+	// socket, so it gets the same port even while the previous
+	// connection is still open. A peer that connects while no BIND is
+	// waiting stays in the kernel's backlog and is accepted by the next
+	// BIND of that port. A socket whose client gave up before a peer came
+	// also goes back to the pool. Pooled sockets close with the server.
+	BindReuse
+)
+
+func (m BindMode) String() string {
+	switch m {
+	case BindDante:
+		return "dante"
+	case BindReuse:
+		return "reuse"
+	}
+	return "bind mode " + strconv.Itoa(int(m))
+}
+
+type acceptResult struct {
+	conn net.Conn
+	err  error
+}
+
+// aLongTimeAgo is a deadline in the past, to unblock a read or an accept.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (s *Server) bind(c net.Conn, req *Request) {
+	dst := req.Dst
+	if dst.Name != "" {
+		writeReply(c, wire.ReplyAddressTypeNotSupported, wire.Addr{})
+		return
+	}
+	ln, err := s.bindListener(dst)
+	if err != nil {
+		writeReply(c, wire.ReplyGeneralFailure, wire.Addr{})
+		return
+	}
+	if err := writeReply(c, wire.ReplySucceeded, s.bound(ln.Addr())); err != nil {
+		s.releaseBind(ln)
+		return
+	}
+
+	// Wait for a peer while watching the control connection: the client
+	// closing it, or sending anything at all, kills the BIND.
+	accepted := make(chan acceptResult, 1)
+	s.wg.Go(func() {
+		conn, err := ln.Accept()
+		accepted <- acceptResult{conn, err}
+	})
+	control := make(chan error, 1)
+	s.wg.Go(func() {
+		var b [1]byte
+		_, err := c.Read(b[:])
+		control <- err
+	})
+
+	var peer net.Conn
+	select {
+	case r := <-accepted:
+		s.releaseBind(ln)
+		// Stop watching the control connection. Anything that arrived
+		// before, even together with the peer, killed the BIND.
+		c.SetReadDeadline(aLongTimeAgo)
+		err := <-control
+		if r.err != nil {
+			return
+		}
+		if !s.track(r.conn) {
+			return
+		}
+		peer = r.conn
+		defer s.release(peer)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return
+		}
+		if c.SetReadDeadline(time.Time{}) != nil {
+			return
+		}
+	case <-control:
+		if s.BindMode == BindDante {
+			// Close at once, so that a peer connecting from now on
+			// is refused.
+			s.releaseBind(ln)
+		} else {
+			// Keep the socket for the pool: only stop the Accept.
+			ln.(*net.TCPListener).SetDeadline(aLongTimeAgo)
+		}
+		if r := <-accepted; r.conn != nil {
+			// A peer raced in: accepted, then reset.
+			r.conn.Close()
+		}
+		if s.BindMode == BindReuse {
+			s.releaseBind(ln)
+		}
+		return
+	}
+
+	if s.fault(StageBindReply, c, req) {
+		return
+	}
+	peerAddr := addrPort(peer.RemoteAddr())
+	rep := wire.ReplySucceeded
+	if ip := dst.IP.Unmap(); !ip.IsUnspecified() && peerAddr.Addr().Unmap() != ip {
+		rep = wire.ReplyNotAllowed
+	}
+	for _, rule := range s.PeerRules {
+		if rep != wire.ReplySucceeded {
+			break
+		}
+		rep = rule(req, peer.RemoteAddr())
+	}
+	if err := writeReply(c, rep, wire.Addr{IP: peerAddr.Addr().Unmap(), Port: peerAddr.Port()}); err != nil {
+		return
+	}
+	if rep != wire.ReplySucceeded {
+		return
+	}
+	s.relay(c, peer)
+}
+
+// bindListener opens, or in BindReuse mode takes from the pool, the
+// listening socket for a BIND to dst, and registers it.
+func (s *Server) bindListener(dst wire.Addr) (net.Listener, error) {
+	ip := netip.IPv6Loopback()
+	network := "tcp6"
+	if dst.IP.Unmap().Is4() {
+		ip = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+		network = "tcp4"
+	}
+	var port uint16
+	if dst.IP.Unmap().IsUnspecified() {
+		port = dst.Port
+	}
+	if port != 0 && s.BindMode == BindReuse {
+		s.mu.Lock()
+		key := netip.AddrPortFrom(ip, port)
+		ln, ok := s.pool[key]
+		delete(s.pool, key)
+		s.mu.Unlock()
+		if ok {
+			return ln, nil
+		}
+	}
+
+	lc := net.ListenConfig{}
+	if s.BindMode == BindDante {
+		lc.Control = noReuseAddr
+	}
+	ln, err := lc.Listen(s.ctx, network, netip.AddrPortFrom(ip, port).String())
+	if port != 0 && errors.Is(err, syscall.EADDRINUSE) {
+		ln, err = lc.Listen(s.ctx, network, netip.AddrPortFrom(ip, 0).String())
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		ln.Close()
+		return nil, net.ErrClosed
+	}
+	s.binds[ln] = struct{}{}
+	return ln, nil
+}
+
+// releaseBind is done with a BIND's listening socket: BindDante closes it,
+// BindReuse puts it back in the pool, ready for the next BIND of its port.
+// It does nothing for a socket Close already closed.
+func (s *Server) releaseBind(ln net.Listener) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.binds[ln]; !ok {
+		// Already closed, by Close or an earlier call.
+		return
+	}
+	if s.BindMode == BindReuse && ln.(*net.TCPListener).SetDeadline(time.Time{}) == nil {
+		s.pool[addrPort(ln.Addr())] = ln
+		return
+	}
+	delete(s.binds, ln)
+	ln.Close()
+}

@@ -1,0 +1,520 @@
+package socks5test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/socksbind/socksbind/internal/wire"
+)
+
+// DefaultDialTimeout bounds the outbound dial of a CONNECT when
+// [Server.DialTimeout] is zero.
+const DefaultDialTimeout = 10 * time.Second
+
+// A Server is a SOCKS5 server listening on a loopback port, for use in tests.
+//
+// The exported fields other than Listener and URL may be set between
+// [NewUnstartedServer] and [Server.Start]; they must not change afterwards.
+type Server struct {
+	// Listener is the server's listening socket, on a port of 127.0.0.1
+	// chosen by the kernel. It may be replaced before Start.
+	Listener net.Listener
+
+	// URL is "socks5://127.0.0.1:PORT", without credentials. Start sets
+	// it; see [Server.URLWithUser] for a URL that carries some.
+	URL string
+
+	// Users, when non-nil, makes the server require RFC 1929
+	// username/password authentication (method 2) with these
+	// credentials, user name to password. When nil, the server accepts
+	// only method 0 (no authentication). A client that offers no
+	// acceptable method gets 05 FF and a close; bad credentials get
+	// status 1 and a close.
+	Users map[string]string
+
+	// Rules are evaluated in order for every request, after it was
+	// recorded. The first one that returns a non-zero reply refuses the
+	// request with that reply, carrying BND 0.0.0.0:0, and the server
+	// closes the connection. For BIND this is reply 1, as Dante does.
+	// Rules run on the server's goroutines, concurrently for different
+	// connections.
+	Rules []Rule
+
+	// PeerRules are evaluated in order for each peer that connects to a
+	// BIND socket. The first one that returns a non-zero reply refuses
+	// the peer: reply 2 carries that code and the peer's address, then
+	// both the peer and the client are closed, like Dante's "bindreply"
+	// block rules. Like Rules, they run concurrently.
+	PeerRules []PeerRule
+
+	// BindMode selects what happens to a BIND's listening socket once its
+	// peer is accepted. The zero value is [BindDante].
+	BindMode BindMode
+
+	// ReportUnspecified makes the CONNECT reply and reply 1 of BIND carry
+	// the unspecified address (0.0.0.0 or ::, by the family of the real
+	// one) instead of the real IP, keeping the real port, as some servers
+	// do. A client must then substitute the server's own IP.
+	ReportUnspecified bool
+
+	// DialTimeout bounds the outbound dial of a CONNECT. Zero means
+	// [DefaultDialTimeout].
+	DialTimeout time.Duration
+
+	// Hooks inject faults into the protocol; see [Hooks].
+	Hooks Hooks
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	started  bool
+	closed   bool
+	conns    map[io.Closer]struct{}
+	binds    map[net.Listener]struct{}
+	pool     map[netip.AddrPort]net.Listener
+	requests []Request
+}
+
+// A Request is what the server received from a client: the command and the
+// destination of a SOCKS request, who sent it and as which user.
+type Request struct {
+	// Command is the CMD field, as received, even one the server does
+	// not support.
+	Command wire.Command
+
+	// Dst is DST.ADDR and DST.PORT as received: Dst.Type() tells whether
+	// the client sent an IPv4 address, an IPv6 address or a domain name.
+	Dst wire.Addr
+
+	// Client is the remote address of the client's connection.
+	Client net.Addr
+
+	// User is the RFC 1929 user name the client authenticated as, or ""
+	// when the server requires no authentication.
+	User string
+}
+
+// A Rule decides whether the server refuses a request: a non-zero reply
+// refuses it with that code, [wire.ReplySucceeded] lets it through. See
+// [Server.Rules].
+type Rule func(req *Request) wire.Reply
+
+// A PeerRule decides whether the server refuses a peer that connected to the
+// socket of the BIND request req: a non-zero reply refuses it with that code
+// in reply 2. See [Server.PeerRules].
+type PeerRule func(req *Request, peer net.Addr) wire.Reply
+
+// RefuseCommand returns a [Rule] that refuses every request with command cmd
+// with reply rep.
+func RefuseCommand(cmd wire.Command, rep wire.Reply) Rule {
+	return func(req *Request) wire.Reply {
+		if req.Command == cmd {
+			return rep
+		}
+		return wire.ReplySucceeded
+	}
+}
+
+// RefusePort returns a [Rule] that refuses CONNECT and BIND requests whose
+// DST.PORT is port with reply rep.
+func RefusePort(port uint16, rep wire.Reply) Rule {
+	return func(req *Request) wire.Reply {
+		if (req.Command == wire.CmdConnect || req.Command == wire.CmdBind) && req.Dst.Port == port {
+			return rep
+		}
+		return wire.ReplySucceeded
+	}
+}
+
+// RefuseHost returns a [Rule] that refuses every request whose DST.ADDR, as
+// text ([wire.Addr.Host]), is host with reply rep. A name matches only as a
+// name and an IP only as an IP: no name is resolved.
+func RefuseHost(host string, rep wire.Reply) Rule {
+	return func(req *Request) wire.Reply {
+		if req.Dst.Host() == host {
+			return rep
+		}
+		return wire.ReplySucceeded
+	}
+}
+
+// RefusePeer returns a [PeerRule] that refuses BIND peers connecting from ip
+// with [wire.ReplyNotAllowed].
+func RefusePeer(ip netip.Addr) PeerRule {
+	ip = ip.Unmap()
+	return func(_ *Request, peer net.Addr) wire.Reply {
+		if addrPort(peer).Addr().Unmap() == ip {
+			return wire.ReplyNotAllowed
+		}
+		return wire.ReplySucceeded
+	}
+}
+
+// A Stage is a point of the protocol where [Hooks.Fault] is called.
+type Stage int
+
+const (
+	// StageGreeting is after the client's greeting (version and
+	// methods) was read, before the server answers it.
+	StageGreeting Stage = iota
+	// StageRequest is after the request was read and recorded, before
+	// the rules run and the server answers it.
+	StageRequest
+	// StageBindReply is in BIND, after a peer was accepted, before
+	// reply 2 is sent. The BIND socket is already closed (or pooled).
+	StageBindReply
+)
+
+func (s Stage) String() string {
+	switch s {
+	case StageGreeting:
+		return "greeting"
+	case StageRequest:
+		return "request"
+	case StageBindReply:
+		return "bind reply"
+	}
+	return fmt.Sprintf("stage %d", int(s))
+}
+
+// Hooks are fault-injection points.
+type Hooks struct {
+	// Fault, when non-nil, is called at each [Stage] with the raw client
+	// connection and, from StageRequest on, the request (nil at
+	// StageGreeting). If it returns false the server goes on as usual.
+	// If it returns true the server considers the connection handled: it
+	// writes nothing more, and when Fault returns it closes conn and
+	// everything else it holds for it (a BIND's peer, an outbound
+	// connection).
+	//
+	// This lets a test write malformed bytes, close early, or stall: a
+	// Fault that blocks reading conn returns when [Server.Close] closes
+	// it. Fault runs on the connection's own goroutine, one call at a
+	// time for a given connection, but concurrently for different ones.
+	Fault func(stage Stage, conn net.Conn, req *Request) bool
+}
+
+// NewServer starts and returns a new [Server]. The caller should call Close
+// when finished, to shut it down.
+func NewServer() *Server {
+	s := NewUnstartedServer()
+	s.Start()
+	return s
+}
+
+// NewUnstartedServer returns a new [Server] listening on 127.0.0.1 but not
+// yet serving. The caller may change its configuration, then calls
+// [Server.Start], and calls Close when finished.
+func NewUnstartedServer() *Server {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(fmt.Sprintf("socks5test: failed to listen on a port: %v", err))
+	}
+	return &Server{Listener: ln}
+}
+
+// Start starts a server from [NewUnstartedServer]. It panics if the server
+// was already started or closed.
+func (s *Server) Start() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		panic("socks5test: Server already started")
+	}
+	if s.closed {
+		panic("socks5test: Server already closed")
+	}
+	s.started = true
+	s.URL = "socks5://" + s.Addr()
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.conns = make(map[io.Closer]struct{})
+	s.binds = make(map[net.Listener]struct{})
+	s.pool = make(map[netip.AddrPort]net.Listener)
+	s.wg.Go(s.serve)
+}
+
+// Addr returns the address the server listens on, "127.0.0.1:PORT".
+func (s *Server) Addr() string {
+	return s.Listener.Addr().String()
+}
+
+// URLWithUser returns the server's URL carrying the user name and password,
+// "socks5://user:pass@127.0.0.1:PORT", escaped as needed.
+func (s *Server) URLWithUser(user, pass string) string {
+	u := url.URL{Scheme: "socks5", User: url.UserPassword(user, pass), Host: s.Addr()}
+	return u.String()
+}
+
+// Requests returns a copy of every request the server received, in the
+// order they were read, including refused and unsupported ones. A request is
+// recorded as soon as it is read, before it is answered.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.requests)
+}
+
+// ActiveBinds returns the number of BIND listening sockets currently open:
+// those waiting for a peer and, in [BindReuse] mode, the pooled ones.
+func (s *Server) ActiveBinds() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.binds)
+}
+
+// Close shuts the server down: it closes the listener, every client
+// connection, every outbound and peer connection and every BIND socket, and
+// waits for every goroutine the server started, [Hooks.Fault] calls
+// included, to return. It is safe to call more than once and from several
+// goroutines; every call returns after the shutdown is complete. It must not
+// be called from a rule or a hook, which run on those goroutines.
+func (s *Server) Close() {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		s.Listener.Close()
+		if s.cancel != nil {
+			s.cancel()
+		}
+		for c := range s.conns {
+			c.Close()
+		}
+		for ln := range s.binds {
+			ln.Close()
+		}
+		clear(s.conns)
+		clear(s.binds)
+		clear(s.pool)
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// track registers c to be closed by Close. It reports false, having closed
+// c, when the server is already closed.
+func (s *Server) track(c io.Closer) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+// release closes c and forgets it.
+func (s *Server) release(c io.Closer) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	c.Close()
+}
+
+func (s *Server) serve() {
+	for {
+		c, err := s.Listener.Accept()
+		if err != nil {
+			// Close closed the listener, or it failed for good:
+			// either way no client can reach the server any more.
+			return
+		}
+		if !s.track(c) {
+			return
+		}
+		s.wg.Go(func() { s.handle(c) })
+	}
+}
+
+// fault calls the Fault hook, if any, and reports whether it took the
+// connection over.
+func (s *Server) fault(stage Stage, c net.Conn, req *Request) bool {
+	return s.Hooks.Fault != nil && s.Hooks.Fault(stage, c, req)
+}
+
+func (s *Server) handle(c net.Conn) {
+	defer s.release(c)
+
+	methods, err := wire.ReadGreeting(c)
+	if err != nil {
+		return
+	}
+	if s.fault(StageGreeting, c, nil) {
+		return
+	}
+	method := wire.AuthNone
+	if s.Users != nil {
+		method = wire.AuthUsernamePassword
+	}
+	if !slices.Contains(methods, method) {
+		c.Write([]byte{wire.Version5, byte(wire.AuthNoAcceptable)})
+		return
+	}
+	if _, err := c.Write([]byte{wire.Version5, byte(method)}); err != nil {
+		return
+	}
+	var user string
+	if s.Users != nil {
+		u, p, err := wire.ReadUserPass(c)
+		if err != nil {
+			return
+		}
+		if want, ok := s.Users[u]; !ok || want != p {
+			c.Write([]byte{wire.UserPassVersion, 1})
+			return
+		}
+		if _, err := c.Write([]byte{wire.UserPassVersion, 0}); err != nil {
+			return
+		}
+		user = u
+	}
+
+	cmd, dst, err := wire.ReadRequest(c)
+	if err != nil {
+		// A malformed request, an unknown address type included, is
+		// answered by a close, as Dante does.
+		return
+	}
+	req := &Request{Command: cmd, Dst: dst, Client: c.RemoteAddr(), User: user}
+	s.mu.Lock()
+	s.requests = append(s.requests, *req)
+	s.mu.Unlock()
+	if s.fault(StageRequest, c, req) {
+		return
+	}
+	for _, rule := range s.Rules {
+		if rep := rule(req); rep != wire.ReplySucceeded {
+			writeReply(c, rep, wire.Addr{})
+			return
+		}
+	}
+	switch cmd {
+	case wire.CmdConnect:
+		s.connect(c, req)
+	case wire.CmdBind:
+		s.bind(c, req)
+	default:
+		// UDP ASSOCIATE included, for now.
+		writeReply(c, wire.ReplyCommandNotSupported, wire.Addr{})
+	}
+}
+
+// writeReply sends a reply in one Write.
+func writeReply(c net.Conn, rep wire.Reply, bnd wire.Addr) error {
+	_, err := c.Write(wire.AppendReply(nil, rep, bnd))
+	return err
+}
+
+func (s *Server) connect(c net.Conn, req *Request) {
+	timeout := s.DialTimeout
+	if timeout == 0 {
+		timeout = DefaultDialTimeout
+	}
+	d := net.Dialer{Timeout: timeout}
+	var target string
+	if req.Dst.Name != "" {
+		target = req.Dst.String()
+	} else {
+		target = netip.AddrPortFrom(req.Dst.IP.Unmap(), req.Dst.Port).String()
+	}
+	out, err := d.DialContext(s.ctx, "tcp", target)
+	if err != nil {
+		writeReply(c, dialReply(err), wire.Addr{})
+		return
+	}
+	if !s.track(out) {
+		return
+	}
+	defer s.release(out)
+	if err := writeReply(c, wire.ReplySucceeded, s.bound(out.LocalAddr())); err != nil {
+		return
+	}
+	s.relay(c, out)
+}
+
+// dialReply maps a dial error to the reply code a server sends for it.
+func dialReply(err error) wire.Reply {
+	var dnsErr *net.DNSError
+	var netErr net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return wire.ReplyConnectionRefused
+	case errors.Is(err, syscall.ENETUNREACH):
+		return wire.ReplyNetworkUnreachable
+	case errors.Is(err, syscall.EHOSTUNREACH):
+		return wire.ReplyHostUnreachable
+	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		return wire.ReplyHostUnreachable
+	case errors.Is(err, syscall.ETIMEDOUT),
+		errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, os.ErrDeadlineExceeded),
+		errors.As(err, &netErr) && netErr.Timeout():
+		return wire.ReplyTTLExpired
+	}
+	return wire.ReplyGeneralFailure
+}
+
+// bound returns the address to report for one of the server's own sockets.
+func (s *Server) bound(a net.Addr) wire.Addr {
+	ap := addrPort(a)
+	ip := ap.Addr().Unmap()
+	if s.ReportUnspecified {
+		if ip.Is4() {
+			ip = netip.IPv4Unspecified()
+		} else {
+			ip = netip.IPv6Unspecified()
+		}
+	}
+	return wire.Addr{IP: ip, Port: ap.Port()}
+}
+
+// addrPort returns the IP, IPv4 addresses unmapped, and port of a TCP
+// address.
+func addrPort(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap = t.AddrPort()
+	} else {
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// relay copies data both ways between a and b until both directions are
+// done. An EOF on one side is passed on as a half-close of the other; an
+// error in either direction closes both.
+func (s *Server) relay(a, b net.Conn) {
+	done := make(chan struct{})
+	s.wg.Go(func() {
+		defer close(done)
+		pipe(b, a)
+	})
+	pipe(a, b)
+	<-done
+}
+
+func pipe(dst, src net.Conn) {
+	if _, err := io.Copy(dst, src); err != nil {
+		src.Close()
+		dst.Close()
+		return
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		if cw.CloseWrite() == nil {
+			return
+		}
+	}
+	dst.Close()
+}
