@@ -1,0 +1,104 @@
+package socksbind_test
+
+import (
+	"io"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/socks5test"
+)
+
+// newProxy starts a socks5test server, configured by setup before it
+// starts, and closes it when the test ends. It also registers the leak
+// check, first, so that it runs after the server has closed.
+func newProxy(t *testing.T, setup func(*socks5test.Server)) *socks5test.Server {
+	t.Helper()
+	leakcheck.Check(t)
+	srv := socks5test.NewUnstartedServer()
+	if setup != nil {
+		setup(srv)
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func newDialer(t *testing.T, srv *socks5test.Server) *socksbind.Dialer {
+	t.Helper()
+	d, err := socksbind.SOCKS5("tcp", srv.Addr(), nil, nil)
+	require.NoError(t, err)
+	return d
+}
+
+// echoServer listens on network's loopback address and echoes every
+// connection until the test ends.
+func echoServer(t *testing.T, network string) net.Listener {
+	t.Helper()
+	addr := "127.0.0.1:0"
+	if network == "tcp6" {
+		addr = "[::1]:0"
+	}
+	ln, err := net.Listen(network, addr)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln
+}
+
+// acceptOne accepts one connection from ln in the background.
+func acceptOne(t *testing.T, ln net.Listener) <-chan net.Conn {
+	t.Helper()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(ch)
+			return
+		}
+		ch <- c
+	}()
+	return ch
+}
+
+func portOf(a net.Addr) int { return a.(*net.TCPAddr).Port }
+
+// freePort returns a port of 127.0.0.1 that is free now, for a test that
+// asks the proxy for a specific port. It is taken below the kernel's
+// ephemeral range, where no outgoing connection of another process can
+// take it (or leave it in TIME_WAIT) behind the test's back.
+func freePort(t *testing.T) int {
+	t.Helper()
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			ln.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port below the ephemeral range")
+	return 0
+}
