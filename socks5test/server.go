@@ -71,6 +71,12 @@ type Server struct {
 	// [DefaultDialTimeout].
 	DialTimeout time.Duration
 
+	// Hosts maps names to addresses that a CONNECT to a domain name
+	// resolves to before any lookup, like a hosts file of the server's
+	// own: tests can use realistic names ("api.example") without DNS.
+	// Names not in Hosts are looked up as usual.
+	Hosts map[string]netip.Addr
+
 	// Hooks inject faults into the protocol; see [Hooks].
 	Hooks Hooks
 
@@ -424,7 +430,9 @@ func (s *Server) connect(c net.Conn, req *Request) {
 	}
 	d := net.Dialer{Timeout: timeout}
 	var target string
-	if req.Dst.Name != "" {
+	if ip, ok := s.Hosts[req.Dst.Name]; ok && req.Dst.Name != "" {
+		target = netip.AddrPortFrom(ip, req.Dst.Port).String()
+	} else if req.Dst.Name != "" {
 		target = req.Dst.String()
 	} else {
 		target = netip.AddrPortFrom(req.Dst.IP.Unmap(), req.Dst.Port).String()

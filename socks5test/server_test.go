@@ -184,12 +184,13 @@ func TestConnect(t *testing.T) {
 		{"ipv4", "tcp4", "127.0.0.1:0", func(p uint16) wire.Addr { return addr(ip4, p) }, false},
 		{"ipv6", "tcp6", "[::1]:0", func(p uint16) wire.Addr { return addr(ip6, p) }, true},
 		{"localhost", "tcp4", "127.0.0.1:0", func(p uint16) wire.Addr { return wire.Addr{Name: "localhost", Port: p} }, false},
+		{"name from Hosts", "tcp4", "127.0.0.1:0", func(p uint16) wire.Addr { return wire.Addr{Name: "api.example", Port: p} }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.ipv6 {
 				requireIPv6(t)
 			}
-			srv := newServer(t, nil)
+			srv := newServer(t, func(s *socks5test.Server) { s.Hosts = map[string]netip.Addr{"api.example": ip4} })
 			echo := newEchoServer(t, tc.network, tc.listen)
 			c, rep, bnd := request(t, srv, wire.CmdConnect, tc.dst(echo.port()))
 			require.Equal(t, wire.ReplySucceeded, rep)
