@@ -1,0 +1,69 @@
+// Package proxyext builds dialers and listeners from proxy URLs and from the
+// environment (ALL_PROXY, NO_PROXY), and composes them into chains. It is
+// the place where socksbind meets programs that are configured by URL.
+//
+// # Schemes
+//
+// [FromURL] understands:
+//
+//	socks5://[user[:pass]@]host[:port]   SOCKS5 (RFC 1928), target names resolved
+//	                                     locally and sent as IP addresses, as curl does
+//	socks5h://[user[:pass]@]host[:port]  SOCKS5, target names sent to the proxy
+//	http://[user[:pass]@]host[:port]     HTTP CONNECT tunnel (port 80 by default)
+//	https://[user[:pass]@]host[:port]    HTTP CONNECT over TLS to the proxy (port 443)
+//	anything else                        golang.org/x/net/proxy.FromURL, which knows
+//	                                     the schemes of proxy.RegisterDialerType
+//
+// SOCKS5 proxies default to port 1080. The userinfo of a SOCKS5 URL becomes
+// RFC 1929 username/password credentials (a user without a password sends
+// an empty password); that of an HTTP URL becomes a Basic
+// Proxy-Authorization header. What FromURL returns for socks5 and socks5h
+// also listens with the BIND command: find that with a type assertion to
+// [ListenDialer]. An HTTP CONNECT dialer cannot listen.
+//
+// # Chains
+//
+// The forward dialer of FromURL reaches the proxy. Any [proxy.Dialer] will
+// do, including what FromURL returned for another URL, so a SOCKS5 proxy
+// can be reached through an HTTP CONNECT proxy or through another SOCKS5
+// proxy, for dialing and for listening alike. Every hop dials the one
+// before it with DialContext when it has one, so the context passed to the
+// last hop bounds the whole chain.
+//
+// # Environment
+//
+// [FromEnvironment] reads ALL_PROXY and NO_PROXY each time it is called:
+// nothing is cached, so a program that changes its environment gets the new
+// setting on the next call. Each variable may also be spelled in lower case
+// (all_proxy, no_proxy); when both spellings are set and not empty, the
+// upper case one wins, as in golang.org/x/net/http/httpproxy. An unset or
+// empty ALL_PROXY means a direct connection; a value that is not a valid
+// URL of a known scheme is an error, never a silent direct connection.
+//
+// NO_PROXY is applied to each target by golang.org/x/net/http/httpproxy, so
+// it means what it means to net/http: a comma-separated list of domain
+// names ("example.com" matches it and its subdomains, ".example.com" and
+// "*.example.com" only its subdomains), IP addresses and CIDR ranges, each
+// optionally with a port, or "*" for every host. Like net/http, and
+// whatever NO_PROXY says, the name "localhost" and loopback addresses
+// (127.0.0.0/8, ::1) are never reached through the proxy.
+//
+// [Listen] listens through the environment's proxy when it is a SOCKS5 one,
+// and locally when no proxy is configured, so the same program runs with
+// and without a proxy. [ListenProxy] never falls back.
+//
+// # Errors
+//
+// Dial and listen errors are *net.OpError, as in socksbind: the SOCKS5
+// dialers return socksbind's own, and the HTTP CONNECT dialer one with Op
+// "proxy connect", Source the proxy and Addr the target. A CONNECT the
+// proxy refuses carries its status line; a 407 matches
+// [socksbind.ErrAuthRejected] and a 403 [socksbind.ErrNotAllowed]. A
+// cancelled context matches [context.Canceled] through every hop. Errors
+// about a proxy URL start with "proxyext: " and name the URL redacted.
+//
+// # Secrets
+//
+// A URL is only ever printed by [Redact], with its password replaced by
+// "xxxxx": no error or String method of this package shows a password.
+package proxyext

@@ -1,0 +1,277 @@
+package proxyext
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/proxy"
+
+	"github.com/socksbind/socksbind"
+)
+
+// ListenDialer is a dialer that can also listen, with the SOCKS5 BIND
+// command. What [FromURL] and [FromEnvironment] return implements it when
+// the proxy is a SOCKS5 one; find it with a type assertion:
+//
+//	if ld, ok := d.(proxyext.ListenDialer); ok {
+//		ln, err := ld.Listen(ctx, "tcp", ":0")
+//		...
+//	}
+//
+// Listen has the meaning of [socksbind.ListenConfig.Listen], and the
+// listener is a [*socksbind.Listener].
+type ListenDialer interface {
+	proxy.Dialer
+	proxy.ContextDialer
+	Listen(ctx context.Context, network, address string) (net.Listener, error)
+}
+
+var (
+	_ ListenDialer        = (*socksDialer)(nil)
+	_ proxy.ContextDialer = (*httpDialer)(nil)
+)
+
+// FromURL returns a dialer that reaches targets through the proxy of u,
+// itself reached through forward (nil meaning a direct connection). See the
+// package documentation for the schemes. For socks5 and socks5h the result
+// is a [ListenDialer]; for http and https it is a [proxy.ContextDialer]
+// that tunnels with HTTP CONNECT. Other schemes are handed to
+// [proxy.FromURL].
+//
+// Errors name the URL as [Redact] prints it.
+func FromURL(u *url.URL, forward proxy.Dialer) (proxy.Dialer, error) {
+	if u == nil {
+		return nil, errors.New("proxyext: nil proxy URL")
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "socks5", "socks5h":
+		return newSOCKS(u, forward)
+	case "http", "https":
+		return newHTTP(u, forward)
+	}
+	if forward == nil {
+		forward = proxy.Direct
+	}
+	d, err := proxy.FromURL(u, forward)
+	if err != nil {
+		return nil, urlError(u, err)
+	}
+	return d, nil
+}
+
+// Redact returns u as text with its password, if any, replaced by "xxxxx",
+// as [url.URL.Redacted] does. An opaque URL that looks like
+// "user:password@host" is redacted too. It returns "" for a nil u.
+func Redact(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	if u.Opaque != "" {
+		return redactText(u.String())
+	}
+	return u.Redacted()
+}
+
+// socksDialer is the dialer of socks5 and socks5h URLs.
+type socksDialer struct {
+	d   *socksbind.Dialer
+	url string // redacted
+}
+
+func newSOCKS(u *url.URL, forward proxy.Dialer) (proxy.Dialer, error) {
+	addr, err := hostPort(u, "1080")
+	if err != nil {
+		return nil, urlError(u, err)
+	}
+	var auth *proxy.Auth
+	if u.User != nil {
+		pass, hasPass := u.User.Password()
+		if u.User.Username() != "" || hasPass {
+			auth = &proxy.Auth{User: u.User.Username(), Password: pass}
+		}
+	}
+	d, err := socksbind.SOCKS5("tcp", addr, auth, forward)
+	if err != nil {
+		return nil, urlError(u, err)
+	}
+	d.ResolveLocally = strings.EqualFold(u.Scheme, "socks5")
+	return &socksDialer{d: d, url: Redact(u)}, nil
+}
+
+// Dial connects to address through the proxy.
+func (s *socksDialer) Dial(network, address string) (net.Conn, error) {
+	return s.d.Dial(network, address)
+}
+
+// DialContext connects to address through the proxy; see
+// [socksbind.Dialer.DialContext].
+func (s *socksDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	return s.d.DialContext(ctx, network, address)
+}
+
+// Listen asks the proxy to listen; see [socksbind.ListenConfig.Listen].
+func (s *socksDialer) Listen(ctx context.Context, network, address string) (net.Listener, error) {
+	l, err := s.d.Listen(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// String returns the proxy's URL, redacted.
+func (s *socksDialer) String() string { return s.url }
+
+// hostPort returns the host and port of u, with def as the port when u has
+// none.
+func hostPort(u *url.URL, def string) (string, error) {
+	host := u.Hostname()
+	if host == "" {
+		return "", errors.New("missing host")
+	}
+	if strings.Contains(host, ":") {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return "", fmt.Errorf("invalid host %q", host)
+		}
+	}
+	port := u.Port()
+	if port == "" {
+		port = def
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return "", fmt.Errorf("invalid port %q", port)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// urlError reports err about the proxy URL u, without its password.
+func urlError(u *url.URL, err error) error {
+	return &configError{url: Redact(u), secret: password(u), err: err}
+}
+
+func password(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	if u.Opaque != "" {
+		return passwordText(u.String())
+	}
+	if u.User == nil {
+		return ""
+	}
+	p, _ := u.User.Password()
+	return p
+}
+
+// configError is an error about a proxy URL. Its message names the URL
+// redacted, and hides the password should err quote it.
+type configError struct {
+	env    string // the variable the URL came from, or ""
+	url    string // redacted
+	secret string
+	err    error
+}
+
+func (e *configError) Error() string {
+	s := "proxyext: "
+	if e.env != "" {
+		s += e.env + "="
+	}
+	msg := e.err.Error()
+	if e.secret != "" {
+		msg = strings.ReplaceAll(msg, e.secret, "xxxxx")
+	}
+	return s + e.url + ": " + msg
+}
+
+func (e *configError) Unwrap() error { return e.err }
+
+// dialVia dials address through d under ctx. A dialer without DialContext
+// runs in a goroutine that closes its connection if the caller has given up
+// by the time it returns, so nothing leaks.
+func dialVia(ctx context.Context, d proxy.Dialer, network, address string) (net.Conn, error) {
+	switch f := d.(type) {
+	case nil:
+		var nd net.Dialer
+		return nd.DialContext(ctx, network, address)
+	case proxy.ContextDialer:
+		return f.DialContext(ctx, network, address)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result)
+	go func() {
+		c, err := d.Dial(network, address)
+		select {
+		case ch <- result{c, err}:
+		case <-ctx.Done():
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	select {
+	case r := <-ch:
+		return r.c, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// contextDialer gives a plain proxy.Dialer a DialContext.
+type contextDialer struct{ d proxy.Dialer }
+
+func (c contextDialer) Dial(network, address string) (net.Conn, error) {
+	return c.d.Dial(network, address)
+}
+
+func (c contextDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	return dialVia(ctx, c.d, network, address)
+}
+
+// dialer is a proxy.Dialer that has DialContext.
+type dialer interface {
+	proxy.Dialer
+	proxy.ContextDialer
+}
+
+// asContextDialer returns d with a DialContext, proxy.Direct for nil.
+func asContextDialer(d proxy.Dialer) dialer {
+	switch d := d.(type) {
+	case nil:
+		return proxy.Direct
+	case dialer:
+		return d
+	}
+	return contextDialer{d}
+}
+
+// textAddr is an address as text, for the fields of a net.OpError.
+type textAddr string
+
+func (a textAddr) Network() string { return "tcp" }
+func (a textAddr) String() string  { return string(a) }
+
+// SOCKS5Dialer returns the [socksbind.Dialer] behind a dialer that FromURL
+// or FromEnvironment returned for a socks5 or socks5h proxy, so that a
+// caller can use its options, such as [socksbind.ListenConfig]. It reports
+// false for any other dialer.
+func SOCKS5Dialer(d proxy.Dialer) (*socksbind.Dialer, bool) {
+	switch v := d.(type) {
+	case *socksDialer:
+		return v.d, true
+	case *envListenDialer:
+		return SOCKS5Dialer(v.ld)
+	}
+	return nil, false
+}
