@@ -47,10 +47,10 @@ func (*UsernamePassword) Method() AuthMethod { return AuthUsernamePassword }
 // Validate reports credentials that cannot be encoded.
 func (up *UsernamePassword) Validate() error {
 	if len(up.Username) == 0 || len(up.Username) > 255 {
-		return fmt.Errorf("socksbind: username must be 1 to 255 bytes, not %d", len(up.Username))
+		return fmt.Errorf("username must be 1 to 255 bytes, not %d", len(up.Username))
 	}
 	if len(up.Password) > 255 {
-		return fmt.Errorf("socksbind: password must be at most 255 bytes, not %d", len(up.Password))
+		return fmt.Errorf("password must be at most 255 bytes, not %d", len(up.Password))
 	}
 	return nil
 }
@@ -84,7 +84,7 @@ type validator interface{ Validate() error }
 
 func validateAuth(auth []Authenticator) error {
 	if len(auth) > 255 {
-		return errors.New("socksbind: more than 255 authentication methods")
+		return errors.New("more than 255 authentication methods")
 	}
 	for _, a := range auth {
 		if v, ok := a.(validator); ok {

@@ -3,6 +3,7 @@ package socksbind
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"net"
 	"net/netip"
@@ -51,7 +52,7 @@ func SOCKS5(network, address string, auth *proxy.Auth, forward proxy.Dialer) (*D
 	if auth != nil {
 		up := &UsernamePassword{Username: auth.User, Password: auth.Password}
 		if err := up.Validate(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("socksbind: %w", err)
 		}
 		d.Auth = []Authenticator{NoAuth{}, up}
 	}

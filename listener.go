@@ -75,7 +75,7 @@ func (d *Dialer) Listen(ctx context.Context, network, address string) (*Listener
 func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (*Listener, error) {
 	d := lc.Dialer
 	if d == nil {
-		return nil, &net.OpError{Op: "socks bind", Net: network, Addr: addrText(address), Err: errors.New("socksbind: ListenConfig without a Dialer")}
+		return nil, &net.OpError{Op: "socks bind", Net: network, Addr: addrText(address), Err: errors.New("ListenConfig without a Dialer")}
 	}
 	want, err := bindTarget(network, address)
 	if err != nil {
