@@ -410,3 +410,24 @@ func TestDialBadArguments(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestFailureReplyAddress: Dante puts one of its own ports in a failed
+// CONNECT reply; that address means nothing to the caller and must not be
+// reported as if it were the target's.
+func TestFailureReplyAddress(t *testing.T) {
+	srv := newProxy(t, func(s *socks5test.Server) {
+		s.Hooks.Fault = func(stage socks5test.Stage, c net.Conn, _ *socks5test.Request) bool {
+			if stage != socks5test.StageRequest {
+				return false
+			}
+			c.Write([]byte{5, 5, 0, 1, 127, 0, 0, 1, 0x9c, 0x2b}) // as Dante sends it
+			return true
+		}
+	})
+	_, err := newDialer(t, srv).Dial("tcp", "127.0.0.1:4242")
+	var re *socksbind.ReplyError
+	require.ErrorAs(t, err, &re)
+	assert.Nil(t, re.Addr)
+	assert.NotContains(t, err.Error(), "39979")
+	assert.ErrorIs(t, err, syscall.ECONNREFUSED)
+}

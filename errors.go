@@ -89,9 +89,8 @@ type ReplyError struct {
 	// Reply is the code the proxy sent.
 	Reply Reply
 
-	// Addr is the address the failing reply carried, or nil when it was
-	// the unspecified address with port 0. For a failed second BIND reply
-	// it is the peer the proxy turned away.
+	// Addr is the peer the proxy turned away, for a failed second BIND
+	// reply that names one; nil otherwise.
 	Addr net.Addr
 }
 
@@ -127,11 +126,18 @@ func (e *ReplyError) Unwrap() error {
 // Timeout reports whether the proxy gave up on a timer (TTL expired).
 func (e *ReplyError) Timeout() bool { return e.Reply == ReplyTTLExpired }
 
-// replyError builds the error for a failure reply carrying bnd.
-func replyError(cmd Command, rep Reply, bnd Addr) *ReplyError {
-	e := &ReplyError{Command: cmd, Reply: rep}
-	if bnd.Name != "" || bnd.Port != 0 || (bnd.IP.IsValid() && !bnd.IP.IsUnspecified()) {
-		e.Addr = netAddr(bnd)
+// replyError builds the error for a failure reply.
+func replyError(cmd Command, rep Reply) *ReplyError {
+	return &ReplyError{Command: cmd, Reply: rep}
+}
+
+// peerReplyError builds the error for a failed second BIND reply, whose
+// address is the peer's. (The address of any other failure reply means
+// nothing: Dante puts one of its own ports there.)
+func peerReplyError(rep Reply, peer Addr) *ReplyError {
+	e := replyError(CmdBind, rep)
+	if peer.Name != "" || peer.Port != 0 || (peer.IP.IsValid() && !peer.IP.IsUnspecified()) {
+		e.Addr = netAddr(peer)
 	}
 	return e
 }

@@ -121,7 +121,7 @@ func exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command
 		return Addr{}, err
 	}
 	if rep != ReplySucceeded {
-		return Addr{}, replyError(cmd, rep, bnd)
+		return Addr{}, replyError(cmd, rep)
 	}
 	return bnd, nil
 }

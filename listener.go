@@ -504,7 +504,7 @@ func (l *Listener) readReply2(ctx context.Context, b *bind) (Addr, error) {
 	b.reply2.done()
 	b.c.SetReadDeadline(time.Time{})
 	if rep != ReplySucceeded {
-		return Addr{}, replyError(CmdBind, rep, peer)
+		return Addr{}, peerReplyError(rep, peer)
 	}
 	return peer, nil
 }
