@@ -411,9 +411,11 @@ func (s *Server) handle(c net.Conn) {
 		s.connect(c, req)
 	case wire.CmdBind:
 		s.bind(c, req)
-	default:
-		// UDP ASSOCIATE included, for now.
+	case wire.CmdUDPAssociate:
 		writeReply(c, wire.ReplyCommandNotSupported, wire.Addr{})
+	default:
+		// A command RFC 1928 does not define: Dante closes without a
+		// reply, and so does this server.
 	}
 }
 

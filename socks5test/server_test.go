@@ -244,11 +244,17 @@ func TestConnect(t *testing.T) {
 
 func TestUnsupported(t *testing.T) {
 	srv := newServer(t, nil)
-	for _, cmd := range []wire.Command{wire.CmdUDPAssociate, 0x04, 0xff} {
+	t.Run("udp associate", func(t *testing.T) {
+		c, rep, bnd := request(t, srv, wire.CmdUDPAssociate, addr(any4, 0))
+		assert.Equal(t, wire.ReplyCommandNotSupported, rep)
+		assert.Equal(t, addr(any4, 0), bnd)
+		expectEOF(t, c)
+	})
+	// Dante answers a command it does not know by closing, with no reply.
+	for _, cmd := range []wire.Command{0x04, 0x09, 0xff} {
 		t.Run(cmd.String(), func(t *testing.T) {
-			c, rep, bnd := request(t, srv, cmd, addr(any4, 0))
-			assert.Equal(t, wire.ReplyCommandNotSupported, rep)
-			assert.Equal(t, addr(any4, 0), bnd)
+			c := open(t, srv)
+			sendRequest(t, c, cmd, addr(any4, 0))
 			expectEOF(t, c)
 		})
 	}
