@@ -1,0 +1,258 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/proxy"
+
+	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/leakcheck"
+)
+
+// TestConnectDante runs CONNECT through Dante to IPv4, IPv6 and domain
+// targets, reaching Dante over IPv4 and IPv6.
+func TestConnectDante(t *testing.T) {
+	leakcheck.Check(t)
+	dante := startDante(t, DanteConfig{IPv6: true})
+	// "localhost" may resolve to 127.0.0.1 or ::1: the IPv4 target
+	// listens on both.
+	echo4 := startEchoBoth(t)
+	echo6 := startEcho(t, "[::1]:0")
+
+	for _, tc := range []struct {
+		name    string
+		proxy   string
+		network string
+		target  string
+		echo    *target
+	}{
+		{"IPv4", dante.Addr, "tcp", echo4.addr.String(), echo4},
+		{"IPv4Only", dante.Addr, "tcp4", echo4.addr.String(), echo4},
+		{"IPv6", dante.Addr, "tcp6", echo6.addr.String(), echo6},
+		{"ProxyOverIPv6", dante.Addr6, "tcp", echo4.addr.String(), echo4},
+		{"Domain", dante.Addr, "tcp", "localhost:" + echo4.port(), echo4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newDialer(t, tc.proxy, nil, nil)
+			c, err := d.DialContext(testContext(t), tc.network, tc.target)
+			require.NoError(t, err)
+			defer c.Close()
+			sc := asConn(t, c)
+
+			msg := "hello over " + tc.name
+			assert.Equal(t, msg, roundTrip(t, sc, msg), "echo, after a half-close")
+
+			// Dante reports the address of its own socket to the target:
+			// the address the target sees the connection coming from.
+			seen := tc.echo.nextPeer(t)
+			assert.Equal(t, seen, addrPort(sc.LocalAddr()), "LocalAddr is the proxy's outgoing address")
+			assert.Equal(t, tc.target, sc.RemoteAddr().String(), "RemoteAddr is the target as given")
+			if tc.name == "Domain" {
+				// The name went to the proxy: nothing resolved it here.
+				_, isIP := sc.RemoteAddr().(*net.TCPAddr)
+				assert.False(t, isIP, "RemoteAddr of a name target is %T", sc.RemoteAddr())
+				assert.True(t, seen.Addr().IsLoopback(), "Dante resolved the name to %v", seen.Addr())
+			} else {
+				assert.Equal(t, tc.echo.addr.Addr(), seen.Addr(), "Dante leaves from the external address of the target's family")
+			}
+			assert.Equal(t, tc.proxy, sc.NetConn().RemoteAddr().String(), "the relay runs over the connection to the proxy")
+		})
+	}
+}
+
+// TestConnectDanteRefused checks that a target port where nothing listens
+// gives reply 5, as ErrConnectionRefused and ECONNREFUSED.
+func TestConnectDanteRefused(t *testing.T) {
+	leakcheck.Check(t)
+	dante := startDante(t, DanteConfig{})
+	port := refusedPort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+
+	d := newDialer(t, dante.Addr, nil, nil)
+	c, err := d.DialContext(testContext(t), "tcp", addr)
+	assert.Nil(t, c)
+	re := requireReplyError(t, err, "socks connect", socksbind.CmdConnect, socksbind.ReplyConnectionRefused,
+		socksbind.ErrConnectionRefused, syscall.ECONNREFUSED)
+	assert.NotErrorIs(t, err, socksbind.ErrNotAllowed)
+	t.Logf("Dante's refusal reply carried %v", re.Addr)
+
+	var oe *net.OpError
+	require.ErrorAs(t, err, &oe)
+	assert.Equal(t, addr, oe.Addr.String(), "OpError.Addr is the target")
+	assert.Equal(t, dante.Addr, oe.Source.String(), "OpError.Source is the proxy")
+}
+
+// TestConnectDanteNotAllowed checks that Dante's deny rule for one port gives
+// reply 2, as ErrNotAllowed and EACCES, without reaching the target, while
+// another port still works.
+func TestConnectDanteNotAllowed(t *testing.T) {
+	leakcheck.Check(t)
+	blocked := startEcho(t, "127.0.0.1:0")
+	allowed := startEcho(t, "127.0.0.1:0")
+	dante := startDante(t, DanteConfig{BlockConnectPort: int(blocked.addr.Port())})
+	d := newDialer(t, dante.Addr, nil, nil)
+
+	c, err := d.DialContext(testContext(t), "tcp", blocked.addr.String())
+	assert.Nil(t, c)
+	requireReplyError(t, err, "socks connect", socksbind.CmdConnect, socksbind.ReplyNotAllowed,
+		socksbind.ErrNotAllowed, syscall.EACCES)
+	assert.NotErrorIs(t, err, socksbind.ErrConnectionRefused)
+
+	c, err = d.DialContext(testContext(t), "tcp", allowed.addr.String())
+	require.NoError(t, err)
+	defer c.Close()
+	assert.Equal(t, "allowed", roundTrip(t, asConn(t, c), "allowed"))
+	assert.Empty(t, blocked.peers, "the blocked target was never connected to")
+}
+
+// TestConnectDanteCredentials checks RFC 1929 against Dante's username
+// method: the right password works, a wrong one is ErrAuthRejected, and no
+// credentials at all is ErrNoAcceptableAuth.
+func TestConnectDanteCredentials(t *testing.T) {
+	leakcheck.Check(t)
+	dante := startDante(t, DanteConfig{Username: true})
+	echo := startEcho(t, "127.0.0.1:0")
+
+	t.Run("Good", func(t *testing.T) {
+		d := newDialer(t, dante.Addr, &proxy.Auth{User: TestUser, Password: TestPassword}, nil)
+		c, err := d.DialContext(testContext(t), "tcp", echo.addr.String())
+		require.NoError(t, err)
+		defer c.Close()
+		assert.Equal(t, "authenticated", roundTrip(t, asConn(t, c), "authenticated"))
+	})
+
+	t.Run("BadPassword", func(t *testing.T) {
+		d := newDialer(t, dante.Addr, &proxy.Auth{User: TestUser, Password: "wrong-" + TestPassword}, nil)
+		c, err := d.DialContext(testContext(t), "tcp", echo.addr.String())
+		assert.Nil(t, c)
+		require.ErrorIs(t, err, socksbind.ErrAuthRejected)
+		var oe *net.OpError
+		require.ErrorAs(t, err, &oe)
+		assert.Equal(t, "socks connect", oe.Op)
+		var re *socksbind.ReplyError
+		assert.NotErrorAs(t, err, &re, "a rejected login is not a reply")
+		assert.NotContains(t, err.Error(), TestPassword, "the password stays out of the error")
+	})
+
+	t.Run("BadUser", func(t *testing.T) {
+		d := newDialer(t, dante.Addr, &proxy.Auth{User: "nosuchuser", Password: TestPassword}, nil)
+		_, err := d.DialContext(testContext(t), "tcp", echo.addr.String())
+		require.ErrorIs(t, err, socksbind.ErrAuthRejected)
+	})
+
+	t.Run("NoCredentials", func(t *testing.T) {
+		d := newDialer(t, dante.Addr, nil, nil)
+		_, err := d.DialContext(testContext(t), "tcp", echo.addr.String())
+		require.ErrorIs(t, err, socksbind.ErrNoAcceptableAuth)
+		assert.NotErrorIs(t, err, socksbind.ErrAuthRejected)
+	})
+
+	t.Run("BindWithCredentials", func(t *testing.T) {
+		d := newDialer(t, dante.Addr, &proxy.Auth{User: TestUser, Password: TestPassword}, nil)
+		ln, err := d.Listen(testContext(t), "tcp", ":0")
+		require.NoError(t, err)
+		defer ln.Close()
+		peer := dialPeer(t, "127.0.0.1", ln.Addr())
+		c, err := ln.Accept()
+		require.NoError(t, err)
+		defer c.Close()
+		assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()))
+	})
+}
+
+// TestConnectInterop is the baseline: golang.org/x/net/proxy's SOCKS5
+// client and this library CONNECT through the same Dante to the same target
+// in one test, so that a failure on our side alone is told apart from a
+// change of the server.
+func TestConnectInterop(t *testing.T) {
+	leakcheck.Check(t)
+	dante := startDante(t, DanteConfig{})
+	echo := startEcho(t, "127.0.0.1:0")
+	refused := fmt.Sprintf("127.0.0.1:%d", refusedPort(t))
+
+	xd, err := proxy.SOCKS5("tcp", dante.Addr, nil, proxy.Direct)
+	require.NoError(t, err)
+	ours := newDialer(t, dante.Addr, nil, nil)
+
+	for _, tc := range []struct {
+		name string
+		d    proxy.ContextDialer
+	}{
+		{"XNetProxy", xd.(proxy.ContextDialer)},
+		{"Socksbind", ours},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := tc.d.DialContext(testContext(t), "tcp", echo.addr.String())
+			require.NoError(t, err)
+			defer c.Close()
+			msg := "baseline through " + tc.name
+			assert.Equal(t, msg, exchange(t, c, msg))
+			assert.Equal(t, netip.MustParseAddr("127.0.0.1"), echo.nextPeer(t).Addr())
+
+			_, err = tc.d.DialContext(testContext(t), "tcp", refused)
+			require.Error(t, err, "CONNECT to a closed port")
+			assert.Contains(t, err.Error(), "refused")
+		})
+	}
+	_, err = ours.DialContext(testContext(t), "tcp", refused)
+	assert.ErrorIs(t, err, socksbind.ErrConnectionRefused)
+}
+
+// TestMicrosocks checks the CONNECT-only server: BIND is answered promptly
+// with reply 7, CONNECT works with the default settings, and credentials are
+// checked.
+func TestMicrosocks(t *testing.T) {
+	leakcheck.Check(t)
+	echo := startEcho(t, "127.0.0.1:0")
+
+	t.Run("NoAuth", func(t *testing.T) {
+		ms := startMicrosocks(t, "", "")
+		d := newDialer(t, ms.Addr, nil, nil)
+
+		began := time.Now()
+		ln, err := d.Listen(testContext(t), "tcp", ":0")
+		assert.Less(t, time.Since(began), 2*time.Second, "the refusal comes at once")
+		assert.Nil(t, ln)
+		requireReplyError(t, err, "socks bind", socksbind.CmdBind, socksbind.ReplyCommandNotSupported,
+			socksbind.ErrCommandNotSupported, syscall.EOPNOTSUPP)
+
+		c, err := d.DialContext(testContext(t), "tcp", echo.addr.String())
+		require.NoError(t, err)
+		defer c.Close()
+		sc := asConn(t, c)
+		// microsocks does not relay a half-close: on the client's EOF it
+		// closes both directions, so the echo is read before.
+		assert.Equal(t, "via microsocks", exchange(t, sc, "via microsocks"))
+		assert.Equal(t, echo.addr.String(), sc.RemoteAddr().String())
+		// microsocks reports 0.0.0.0:0 as the bound address of every
+		// CONNECT.
+		assert.Equal(t, netip.MustParseAddrPort("0.0.0.0:0"), addrPort(sc.LocalAddr()))
+		assert.Equal(t, netip.MustParseAddr("127.0.0.1"), echo.nextPeer(t).Addr())
+
+		refused := fmt.Sprintf("127.0.0.1:%d", refusedPort(t))
+		_, err = d.DialContext(testContext(t), "tcp", refused)
+		requireReplyError(t, err, "socks connect", socksbind.CmdConnect, socksbind.ReplyConnectionRefused,
+			socksbind.ErrConnectionRefused, syscall.ECONNREFUSED)
+	})
+
+	t.Run("Username", func(t *testing.T) {
+		ms := startMicrosocks(t, "alice", "secret")
+
+		d := newDialer(t, ms.Addr, &proxy.Auth{User: "alice", Password: "secret"}, nil)
+		c, err := d.DialContext(testContext(t), "tcp", echo.addr.String())
+		require.NoError(t, err)
+		defer c.Close()
+		assert.Equal(t, "alice was here", exchange(t, c, "alice was here"))
+
+		d = newDialer(t, ms.Addr, &proxy.Auth{User: "alice", Password: "wrong"}, nil)
+		_, err = d.DialContext(testContext(t), "tcp", echo.addr.String())
+		assert.ErrorIs(t, err, socksbind.ErrAuthRejected)
+	})
+}
