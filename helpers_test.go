@@ -4,9 +4,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -101,4 +104,30 @@ func freePort(t *testing.T) int {
 	}
 	t.Fatal("no free port below the ephemeral range")
 	return 0
+}
+
+// waitBlocked waits until n goroutines are blocked in a Listener's
+// AcceptContext, so a test acts on Accepts that are really waiting.
+func waitBlocked(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		blocked := 0
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			header, _, _ := strings.Cut(g, "\n")
+			if strings.Contains(g, "socksbind.(*Listener).AcceptContext") &&
+				!strings.Contains(header, "running") && !strings.Contains(header, "runnable") {
+				blocked++
+			}
+		}
+		if blocked >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d Accept calls blocked, want %d", blocked, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/proxy"
+
 	"github.com/socksbind/socksbind/internal/wire"
 )
 
@@ -39,8 +41,9 @@ type ListenConfig struct {
 	// with the address of the BIND now waiting for a peer: the moment a
 	// peer can connect, and where. In follow mode (port 0) the address may
 	// differ from the previous one; Addr reports it from then on. Armed
-	// runs on the listener's re-arming goroutine or in Accept, and must
-	// not block for long.
+	// runs on the listener's re-arming goroutine or in Accept. It may call
+	// Close, which does not wait for it; it is not called once the
+	// listener is closed.
 	Armed func(net.Addr)
 }
 
@@ -121,6 +124,9 @@ func bindTarget(network, address string) (Addr, error) {
 		a.IP = netip.IPv4Unspecified()
 	case (ipNet == "ip4" && !a.IP.Is4()) || (ipNet == "ip6" && !a.IP.Is6()):
 		return Addr{}, &net.AddrError{Err: "address family mismatch", Addr: address}
+	case a.IP == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		// Dante reads it as its broken "bind extension".
+		return Addr{}, &net.AddrError{Err: "the broadcast address cannot be the expected peer", Addr: address}
 	}
 	return a, nil
 }
@@ -223,6 +229,10 @@ func (l *Listener) AcceptContext(ctx context.Context) (net.Conn, error) {
 	defer func() { <-l.token }()
 	c, err := l.accept(ctx)
 	if err != nil {
+		if l.isClosed() {
+			// Whatever woke the call, a closed listener says so.
+			err = net.ErrClosed
+		}
 		return nil, l.opErr(err)
 	}
 	return c, nil
@@ -256,7 +266,7 @@ func (l *Listener) accept(ctx context.Context) (net.Conn, error) {
 		}
 		peer, err := l.readReply2(ctx, b)
 		if err == nil {
-			return l.accepted(b, peer), nil
+			return l.accepted(b, peer)
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -332,17 +342,24 @@ func (l *Listener) rearmHere(ctx context.Context) error {
 		}
 		return context.DeadlineExceeded // ctx's, a moment early
 	}
-	l.settle(b, err)
+	l.notifyArmed(l.settle(b, err, nil))
 	return nil
 }
 
 // settle makes b the pending BIND, or records why a re-arm failed: a wrong
-// port on a fixed-port listener is temporary, anything else is fatal.
-func (l *Listener) settle(b *bind, err error) {
+// port on a fixed-port listener is temporary, anything else is fatal. done
+// is the re-arm goroutine's, or nil on the caller's goroutine. It returns
+// the address to tell Armed, if any.
+func (l *Listener) settle(b *bind, err error, done chan struct{}) (armed net.Addr) {
 	l.mu.Lock()
-	var armed net.Addr
+	defer l.mu.Unlock()
+	if done != nil && l.armDone == done {
+		l.armDone = nil
+	}
 	switch {
-	case l.isClosed():
+	case l.isClosed() || (err == nil && l.pending != nil):
+		// Closed, or (never expected) a BIND already waits: this one
+		// would be orphaned.
 		if b != nil {
 			b.c.Close()
 		}
@@ -356,39 +373,47 @@ func (l *Listener) settle(b *bind, err error) {
 		l.pending, l.port, l.addr = b, b.port, b.addr
 		armed = netAddr(b.addr)
 	}
-	l.mu.Unlock()
-	if armed != nil && l.cfg.Armed != nil {
-		l.cfg.Armed(armed)
+	return armed
+}
+
+// notifyArmed calls Armed, unless the listener is closed.
+func (l *Listener) notifyArmed(a net.Addr) {
+	if a != nil && l.cfg.Armed != nil && !l.isClosed() {
+		l.cfg.Armed(a)
 	}
 }
 
-// accepted hands the pending BIND's connection over and re-arms.
-func (l *Listener) accepted(b *bind, peer Addr) net.Conn {
+// accepted hands the pending BIND's connection over and re-arms. A Close
+// that came first has closed the connection: the caller gets ErrClosed.
+func (l *Listener) accepted(b *bind, peer Addr) (net.Conn, error) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.pending = nil
+	if l.isClosed() {
+		b.c.Close()
+		return nil, net.ErrClosed
+	}
 	if l.cfg.Once {
 		l.used = true
-	} else if !l.isClosed() {
+	} else {
 		l.startRearm()
 	}
-	l.mu.Unlock()
-	return &Conn{Conn: b.c, local: b.addr, remote: peer}
+	return &Conn{Conn: b.c, local: b.addr, remote: peer}, nil
 }
 
 // startRearm sends the next BIND from a goroutine the listener owns; Close
-// cancels it and waits for it. l.mu is held.
+// cancels it and waits for it, but not for Armed, which may call Close.
+// l.mu is held.
 func (l *Listener) startRearm() {
 	done := make(chan struct{})
 	l.armDone = done
 	l.wg.Add(1)
 	go func() {
-		defer l.wg.Done()
 		b, err := l.arm(l.life)
-		l.settle(b, err)
-		l.mu.Lock()
-		l.armDone = nil
-		l.mu.Unlock()
+		armed := l.settle(b, err, done)
 		close(done)
+		l.wg.Done()
+		l.notifyArmed(armed)
 	}()
 }
 
@@ -413,7 +438,10 @@ func (l *Listener) reply2Failed(ctx context.Context, b *bind, err error) error {
 	l.armErr = nil
 	l.mu.Unlock()
 	if !alive {
-		return l.kill(err)
+		// The re-arm failed for good: the listener is dead, and this
+		// call still reports the peer's failure.
+		l.kill(err)
+		return &acceptError{err: err}
 	}
 	return &acceptError{err: err, temporary: true}
 }
@@ -470,7 +498,7 @@ func (l *Listener) proxyIP(c net.Conn) (netip.Addr, string) {
 	if err == nil && pa.IP.IsValid() {
 		return pa.IP, ""
 	}
-	if l.cfg.Dialer.Forward == nil {
+	if f := l.cfg.Dialer.Forward; f == nil || f == proxy.Direct {
 		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 			ip, _ := netip.AddrFromSlice(ta.IP)
 			return ip.Unmap(), ""
@@ -570,19 +598,22 @@ func (l *Listener) timeout() error {
 	return &acceptError{err: os.ErrDeadlineExceeded, temporary: true}
 }
 
-// bounded is ctx, also ended by Close and by the listener's deadline.
+// bounded is ctx, also ended by Close and by the listener's deadline, as it
+// is now or as SetDeadline sets it later.
 func (l *Listener) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(ctx)
 	stopLife := context.AfterFunc(l.life, cancel)
-	l.mu.Lock()
-	dl := l.deadline
-	l.mu.Unlock()
-	if !dl.IsZero() {
-		var cancelDl context.CancelFunc
-		ctx, cancelDl = context.WithDeadline(ctx, dl)
-		return ctx, func() { stopLife(); cancelDl(); cancel() }
-	}
-	return ctx, func() { stopLife(); cancel() }
+	dl := l.deadlineCh()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-dl:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { stopLife(); cancel(); <-watched }
 }
 
 // Close stops the listener: the proxy's pending BIND is cancelled (a peer
@@ -598,6 +629,9 @@ func (l *Listener) Close() error {
 		if l.pending != nil {
 			l.pending.c.Close()
 			l.pending = nil
+		}
+		if l.reading != nil {
+			l.reading.c.Close()
 		}
 		if l.dlTimer != nil {
 			l.dlTimer.Stop()

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/nettest"
+	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/wire"
@@ -113,11 +114,32 @@ func TestListenAdvertisedAddr(t *testing.T) {
 	})
 	t.Run("override", func(t *testing.T) {
 		srv := newProxy(t, nil)
-		ln := listen(t, srv, socksbind.ListenConfig{AdvertiseIP: netip.MustParseAddr("127.0.0.1")}, ":0")
-		assert.Equal(t, "127.0.0.1", ln.Addr().(*net.TCPAddr).IP.String())
-		ln2 := listen(t, srv, socksbind.ListenConfig{AdvertiseIP: netip.MustParseAddr("127.9.9.9")}, ":0")
-		assert.Equal(t, "127.9.9.9", ln2.Addr().(*net.TCPAddr).IP.String())
+		ln := listen(t, srv, socksbind.ListenConfig{AdvertiseIP: netip.MustParseAddr("127.9.9.9")}, ":0")
+		assert.Equal(t, "127.9.9.9", ln.Addr().(*net.TCPAddr).IP.String())
+		// The port is the proxy's: a peer reaches it on the real address.
+		dialPeer(t, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: portOf(ln.Addr())})
+		c := accept(t, ln)
+		assert.Equal(t, ln.Addr().String(), c.LocalAddr().String())
 	})
+	for _, direct := range []struct {
+		name string
+		fwd  proxy.Dialer
+	}{{"nil forward", nil}, {"proxy.Direct", proxy.Direct}} {
+		t.Run("proxy named, reached by "+direct.name, func(t *testing.T) {
+			// The proxy reports 0.0.0.0 and is known only by name: its
+			// IP comes from the control connection.
+			srv := newProxy(t, func(s *socks5test.Server) { s.ReportUnspecified = true })
+			_, port, _ := net.SplitHostPort(srv.Addr())
+			d, err := socksbind.SOCKS5("tcp", "localhost:"+port, nil, direct.fwd)
+			require.NoError(t, err)
+			ln := listen(t, srv, socksbind.ListenConfig{Dialer: d}, ":0")
+			addr, ok := ln.Addr().(*net.TCPAddr)
+			require.True(t, ok, "Addr is %T %v", ln.Addr(), ln.Addr())
+			assert.True(t, addr.IP.IsLoopback(), "Addr %v", addr)
+			dialPeer(t, addr)
+			accept(t, ln)
+		})
+	}
 }
 
 // TestReply2WithData has the proxy send reply 2 and the peer's first bytes
@@ -302,11 +324,7 @@ func TestListenOnce(t *testing.T) {
 
 	errc := make(chan error, 1)
 	go func() { _, err := ln.Accept(); errc <- err }()
-	select {
-	case err := <-errc:
-		t.Fatalf("Accept returned %v before Close", err)
-	case <-time.After(20 * time.Millisecond):
-	}
+	waitBlocked(t, 1)
 	closed := time.Now()
 	require.NoError(t, ln.Close())
 	err := <-errc
@@ -325,7 +343,7 @@ func TestListenClose(t *testing.T) {
 	for range waiters {
 		go func() { _, err := ln.Accept(); errc <- err }()
 	}
-	time.Sleep(20 * time.Millisecond) // let them block
+	waitBlocked(t, waiters)
 	closed := time.Now()
 	require.NoError(t, ln.Close())
 	for range waiters {
@@ -455,7 +473,7 @@ func TestListenRefused(t *testing.T) {
 	})
 	t.Run("bad address", func(t *testing.T) {
 		d := &socksbind.Dialer{ProxyAddress: "127.0.0.1:1"}
-		for _, a := range []string{"localhost:0", "[::1]:0"} {
+		for _, a := range []string{"localhost:0", "[::1]:0", "255.255.255.255:0"} {
 			_, err := d.Listen(context.Background(), "tcp4", a)
 			assert.Error(t, err, a)
 		}
@@ -563,7 +581,7 @@ func TestSetDeadlineWhileWaitingForRearm(t *testing.T) {
 	accept(t, ln) // the re-arm now stalls
 	errc := make(chan error, 1)
 	go func() { _, err := ln.Accept(); errc <- err }()
-	time.Sleep(20 * time.Millisecond) // let it block
+	waitBlocked(t, 1)
 	require.NoError(t, ln.SetDeadline(time.Now().Add(10*time.Millisecond)))
 	select {
 	case err := <-errc:
