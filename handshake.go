@@ -9,8 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"golang.org/x/net/proxy"
-
+	"github.com/socksbind/socksbind/internal/dialctx"
 	"github.com/socksbind/socksbind/internal/wire"
 )
 
@@ -131,46 +130,14 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// dialProxy reaches the proxy through the forward dialer. A forward dialer
-// without DialContext runs in a goroutine that closes its connection if the
-// caller has given up by the time it returns, so nothing leaks.
+// dialProxy reaches the proxy through the forward dialer, under ctx even
+// when the forward dialer has no DialContext.
 func (d *Dialer) dialProxy(ctx context.Context) (net.Conn, error) {
 	network := d.ProxyNetwork
 	if network == "" {
 		network = "tcp"
 	}
-	switch f := d.Forward.(type) {
-	case nil:
-		var nd net.Dialer
-		return nd.DialContext(ctx, network, d.ProxyAddress)
-	case proxy.ContextDialer:
-		return f.DialContext(ctx, network, d.ProxyAddress)
-	default:
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		type result struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan result)
-		go func() {
-			c, err := f.Dial(network, d.ProxyAddress)
-			select {
-			case ch <- result{c, err}:
-			case <-ctx.Done():
-				if c != nil {
-					c.Close()
-				}
-			}
-		}()
-		select {
-		case r := <-ch:
-			return r.c, r.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
+	return dialctx.Dial(ctx, d.Forward, network, d.ProxyAddress)
 }
 
 // proxyAddr is the proxy's address for error messages.

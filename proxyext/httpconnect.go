@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/dialctx"
 )
 
 // testRootCAs, when set by a test before any dial, replaces the system's
@@ -84,7 +85,7 @@ func (d *httpDialer) DialContext(ctx context.Context, network, address string) (
 	if err := checkTarget(address); err != nil {
 		return nil, opErr(err)
 	}
-	raw, err := dialVia(ctx, d.forward, "tcp", d.addr)
+	raw, err := dialctx.Dial(ctx, d.forward, "tcp", d.addr)
 	if err != nil {
 		return nil, opErr(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/dialctx"
 )
 
 // ListenDialer is a dialer that can also listen, with the SOCKS5 BIND
@@ -191,43 +192,6 @@ func (e *configError) Error() string {
 
 func (e *configError) Unwrap() error { return e.err }
 
-// dialVia dials address through d under ctx. A dialer without DialContext
-// runs in a goroutine that closes its connection if the caller has given up
-// by the time it returns, so nothing leaks.
-func dialVia(ctx context.Context, d proxy.Dialer, network, address string) (net.Conn, error) {
-	switch f := d.(type) {
-	case nil:
-		var nd net.Dialer
-		return nd.DialContext(ctx, network, address)
-	case proxy.ContextDialer:
-		return f.DialContext(ctx, network, address)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result)
-	go func() {
-		c, err := d.Dial(network, address)
-		select {
-		case ch <- result{c, err}:
-		case <-ctx.Done():
-			if c != nil {
-				c.Close()
-			}
-		}
-	}()
-	select {
-	case r := <-ch:
-		return r.c, r.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
 // contextDialer gives a plain proxy.Dialer a DialContext.
 type contextDialer struct{ d proxy.Dialer }
 
@@ -236,7 +200,7 @@ func (c contextDialer) Dial(network, address string) (net.Conn, error) {
 }
 
 func (c contextDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	return dialVia(ctx, c.d, network, address)
+	return dialctx.Dial(ctx, c.d, network, address)
 }
 
 // dialer is a proxy.Dialer that has DialContext.

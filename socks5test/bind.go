@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/socksbind/socksbind/internal/relay"
 	"github.com/socksbind/socksbind/internal/wire"
 )
 
@@ -146,7 +147,7 @@ func (s *Server) bind(c net.Conn, req *Request) {
 	if rep != wire.ReplySucceeded {
 		return
 	}
-	s.relay(c, peer)
+	relay.Run(&s.wg, c, peer)
 }
 
 // bindListener opens, or in BindReuse mode takes from the pool, the

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/socksbind/socksbind/internal/relay"
 	"github.com/socksbind/socksbind/internal/wire"
 )
 
@@ -451,7 +452,7 @@ func (s *Server) connect(c net.Conn, req *Request) {
 	if err := writeReply(c, wire.ReplySucceeded, s.bound(out.LocalAddr())); err != nil {
 		return
 	}
-	s.relay(c, out)
+	relay.Run(&s.wg, c, out)
 }
 
 // dialReply maps a dial error to the reply code a server sends for it.
@@ -500,31 +501,4 @@ func addrPort(a net.Addr) netip.AddrPort {
 		ap, _ = netip.ParseAddrPort(a.String())
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-}
-
-// relay copies data both ways between a and b until both directions are
-// done. An EOF on one side is passed on as a half-close of the other; an
-// error in either direction closes both.
-func (s *Server) relay(a, b net.Conn) {
-	done := make(chan struct{})
-	s.wg.Go(func() {
-		defer close(done)
-		pipe(b, a)
-	})
-	pipe(a, b)
-	<-done
-}
-
-func pipe(dst, src net.Conn) {
-	if _, err := io.Copy(dst, src); err != nil {
-		src.Close()
-		dst.Close()
-		return
-	}
-	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-		if cw.CloseWrite() == nil {
-			return
-		}
-	}
-	dst.Close()
 }

@@ -30,6 +30,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/socksbind/socksbind/internal/relay"
 )
 
 // A Server is an HTTP CONNECT proxy on a loopback port, for use in tests.
@@ -336,7 +338,7 @@ func (s *Server) handle(c net.Conn) {
 			return
 		}
 	}
-	s.relay(c, out)
+	relay.Run(&s.wg, c, out)
 }
 
 // authorize checks a Basic Proxy-Authorization value against Users.
@@ -361,32 +363,6 @@ func (s *Server) authorize(h string) (string, bool) {
 
 func respond(c net.Conn, code int, header string) {
 	fmt.Fprintf(c, "HTTP/1.1 %d %s\r\n%sContent-Length: 0\r\nConnection: close\r\n\r\n", code, http.StatusText(code), header)
-}
-
-// relay copies both ways until both directions are done. An EOF is passed on
-// as a half-close where the connection supports it.
-func (s *Server) relay(a, b net.Conn) {
-	done := make(chan struct{})
-	s.wg.Go(func() {
-		defer close(done)
-		pipe(b, a)
-	})
-	pipe(a, b)
-	<-done
-}
-
-func pipe(dst, src net.Conn) {
-	if _, err := io.Copy(dst, src); err != nil {
-		src.Close()
-		dst.Close()
-		return
-	}
-	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-		if cw.CloseWrite() == nil {
-			return
-		}
-	}
-	dst.Close()
 }
 
 // selfSigned makes a certificate for 127.0.0.1 and ::1 that is its own
