@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -124,15 +125,22 @@ func requireTools(t *testing.T, names ...string) {
 	}
 }
 
-// freePort returns a TCP port that was free on 127.0.0.1 a moment ago.
+// freePort returns a TCP port that was free on 127.0.0.1 a moment ago. It
+// is taken below the kernel's ephemeral range, where no outgoing connection
+// (of this process or another) can take it, or leave it in TIME_WAIT, before
+// the test binds it: tests ask Dante for such ports by number.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("integration: free port: %v", err)
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err == nil {
+			ln.Close()
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatalf("integration: no free port below the ephemeral range")
+	return 0
 }
 
 // freePortBoth returns a TCP port that was free on both 127.0.0.1 and ::1.
