@@ -97,11 +97,11 @@ func (s *Server) bind(c net.Conn, req *Request) {
 		if r.err != nil {
 			return
 		}
-		if !s.track(r.conn) {
+		if !s.conns.Track(r.conn) {
 			return
 		}
 		peer = r.conn
-		defer s.release(peer)
+		defer s.conns.Release(peer)
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"net/url"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/socksbind/socksbind/internal/relay"
+	"github.com/socksbind/socksbind/internal/tracker"
 	"github.com/socksbind/socksbind/internal/wire"
 )
 
@@ -88,7 +88,7 @@ type Server struct {
 	mu       sync.Mutex
 	started  bool
 	closed   bool
-	conns    map[io.Closer]struct{}
+	conns    tracker.Set
 	binds    map[net.Listener]struct{}
 	pool     map[netip.AddrPort]net.Listener
 	requests []Request
@@ -246,7 +246,6 @@ func (s *Server) Start() {
 	s.started = true
 	s.URL = "socks5://" + s.Addr()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.conns = make(map[io.Closer]struct{})
 	s.binds = make(map[net.Listener]struct{})
 	s.pool = make(map[netip.AddrPort]net.Listener)
 	s.wg.Go(s.serve)
@@ -295,13 +294,10 @@ func (s *Server) Close() {
 		if s.cancel != nil {
 			s.cancel()
 		}
-		for c := range s.conns {
-			c.Close()
-		}
+		s.conns.Close()
 		for ln := range s.binds {
 			ln.Close()
 		}
-		clear(s.conns)
 		clear(s.binds)
 		clear(s.pool)
 	}
@@ -309,41 +305,7 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
-// track registers c to be closed by Close. It reports false, having closed
-// c, when the server is already closed.
-func (s *Server) track(c io.Closer) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		c.Close()
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-// release closes c and forgets it.
-func (s *Server) release(c io.Closer) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	c.Close()
-}
-
-func (s *Server) serve() {
-	for {
-		c, err := s.Listener.Accept()
-		if err != nil {
-			// Close closed the listener, or it failed for good:
-			// either way no client can reach the server any more.
-			return
-		}
-		if !s.track(c) {
-			return
-		}
-		s.wg.Go(func() { s.handle(c) })
-	}
-}
+func (s *Server) serve() { tracker.Serve(s.Listener, &s.conns, &s.wg, s.handle) }
 
 // fault calls the Fault hook, if any, and reports whether it took the
 // connection over.
@@ -352,7 +314,7 @@ func (s *Server) fault(stage Stage, c net.Conn, req *Request) bool {
 }
 
 func (s *Server) handle(c net.Conn) {
-	defer s.release(c)
+	defer s.conns.Release(c)
 
 	methods, err := wire.ReadGreeting(c)
 	if err != nil {
@@ -445,10 +407,10 @@ func (s *Server) connect(c net.Conn, req *Request) {
 		writeReply(c, dialReply(err), wire.Addr{})
 		return
 	}
-	if !s.track(out) {
+	if !s.conns.Track(out) {
 		return
 	}
-	defer s.release(out)
+	defer s.conns.Release(out)
 	if err := writeReply(c, wire.ReplySucceeded, s.bound(out.LocalAddr())); err != nil {
 		return
 	}

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/socksbind/socksbind/internal/relay"
+	"github.com/socksbind/socksbind/internal/tracker"
 )
 
 // A Server is an HTTP CONNECT proxy on a loopback port, for use in tests.
@@ -79,7 +80,7 @@ type Server struct {
 	mu       sync.Mutex
 	started  bool
 	closed   bool
-	conns    map[io.Closer]struct{}
+	conns    tracker.Set
 	requests []Request
 }
 
@@ -160,7 +161,6 @@ func (s *Server) start(scheme string) {
 	s.started = true
 	s.URL = scheme + "://" + s.Addr()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.conns = make(map[io.Closer]struct{})
 	s.wg.Go(s.serve)
 }
 
@@ -226,50 +226,16 @@ func (s *Server) Close() {
 		if s.cancel != nil {
 			s.cancel()
 		}
-		for c := range s.conns {
-			c.Close()
-		}
-		clear(s.conns)
+		s.conns.Close()
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
 }
 
-// track registers c to be closed by Close. It reports false, having closed
-// c, when the server is already closed.
-func (s *Server) track(c io.Closer) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		c.Close()
-		return false
-	}
-	s.conns[c] = struct{}{}
-	return true
-}
-
-func (s *Server) release(c io.Closer) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	c.Close()
-}
-
-func (s *Server) serve() {
-	for {
-		c, err := s.Listener.Accept()
-		if err != nil {
-			return
-		}
-		if !s.track(c) {
-			return
-		}
-		s.wg.Go(func() { s.handle(c) })
-	}
-}
+func (s *Server) serve() { tracker.Serve(s.Listener, &s.conns, &s.wg, s.handle) }
 
 func (s *Server) handle(c net.Conn) {
-	defer s.release(c)
+	defer s.conns.Release(c)
 	br := bufio.NewReader(c)
 	hr, err := http.ReadRequest(br)
 	if err != nil {
@@ -324,10 +290,10 @@ func (s *Server) handle(c net.Conn) {
 		respond(c, http.StatusBadGateway, "")
 		return
 	}
-	if !s.track(out) {
+	if !s.conns.Track(out) {
 		return
 	}
-	defer s.release(out)
+	defer s.conns.Release(out)
 	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return
 	}
