@@ -115,11 +115,12 @@ func TestListenAdvertisedAddr(t *testing.T) {
 	t.Run("override", func(t *testing.T) {
 		srv := newProxy(t, nil)
 		ln := listen(t, srv, socksbind.ListenConfig{AdvertiseIP: netip.MustParseAddr("127.9.9.9")}, ":0")
-		assert.Equal(t, "127.9.9.9", ln.Addr().(*net.TCPAddr).IP.String())
+		addr := ln.Addr()
+		assert.Equal(t, "127.9.9.9", addr.(*net.TCPAddr).IP.String())
 		// The port is the proxy's: a peer reaches it on the real address.
-		dialPeer(t, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: portOf(ln.Addr())})
+		dialPeer(t, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: portOf(addr)})
 		c := accept(t, ln)
-		assert.Equal(t, ln.Addr().String(), c.LocalAddr().String())
+		assert.Equal(t, addr.String(), c.LocalAddr().String())
 	})
 	for _, direct := range []struct {
 		name string
