@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
 	"net"
 	"net/netip"
+	"os"
+	"time"
 
 	"golang.org/x/net/proxy"
 )
@@ -39,6 +40,54 @@ type Dialer struct {
 	// are sent to the proxy to resolve ("socks5h").
 	ResolveLocally bool
 	Resolver       *net.Resolver
+
+	// HandshakeTimeout is the longest a handshake may take (reaching the
+	// proxy, authenticating, and the proxy's reply) when the caller's
+	// context sets no earlier deadline. It bounds Dial, DialContext,
+	// Listen and every BIND a [Listener] sends on its own. Zero means
+	// [DefaultHandshakeTimeout]; a negative value means no bound but the
+	// caller's.
+	HandshakeTimeout time.Duration
+}
+
+// DefaultHandshakeTimeout is the bound of a handshake when
+// [Dialer.HandshakeTimeout] is zero: 30 seconds, the time Dante gives a
+// client for its own negotiation.
+const DefaultHandshakeTimeout = 30 * time.Second
+
+// handshakeDeadline is when a handshake started now under ctx must end:
+// the earlier of ctx's deadline and the Dialer's handshake timeout. own
+// reports that the timeout, not ctx, set it.
+func (d *Dialer) handshakeDeadline(ctx context.Context) (deadline time.Time, own bool) {
+	deadline, _ = ctx.Deadline()
+	t := d.HandshakeTimeout
+	switch {
+	case t < 0:
+		return deadline, false
+	case t == 0:
+		t = DefaultHandshakeTimeout
+	}
+	if mine := time.Now().Add(t); deadline.IsZero() || mine.Before(deadline) {
+		return mine, true
+	}
+	return deadline, false
+}
+
+// handshakeTimeoutError reports a handshake that outlived
+// [Dialer.HandshakeTimeout]. It matches [os.ErrDeadlineExceeded].
+type handshakeTimeoutError struct{ d time.Duration }
+
+func (e *handshakeTimeoutError) Error() string {
+	return "proxy did not complete the handshake within " + e.d.String()
+}
+func (e *handshakeTimeoutError) Unwrap() error { return os.ErrDeadlineExceeded }
+func (e *handshakeTimeoutError) Timeout() bool { return true }
+
+func (d *Dialer) handshakeTimeout() time.Duration {
+	if d.HandshakeTimeout == 0 {
+		return DefaultHandshakeTimeout
+	}
+	return d.HandshakeTimeout
 }
 
 // SOCKS5 returns a Dialer that reaches the proxy at address on network

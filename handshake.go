@@ -7,8 +7,10 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/socksbind/socksbind/internal/deadlines"
 	"github.com/socksbind/socksbind/internal/dialctx"
 	"github.com/socksbind/socksbind/internal/wire"
 )
@@ -16,14 +18,12 @@ import (
 // This file holds the one handshake every command goes through: reach the
 // proxy, negotiate the method, send the request, read the first reply.
 
-// aLongTimeAgo is a deadline in the past, used to abort blocked I/O.
-var aLongTimeAgo = time.Unix(1, 0)
-
 var noAuth = []Authenticator{NoAuth{}}
 
 // open dials the proxy and runs the handshake for cmd to dst. It returns the
 // connection, with every deadline cleared, and the address of the first
-// reply. ctx bounds all of it. Errors are *net.OpError.
+// reply. ctx and the Dialer's handshake timeout bound all of it. Errors are
+// *net.OpError.
 func (d *Dialer) open(ctx context.Context, cmd Command, network string, dst Addr) (net.Conn, Addr, error) {
 	opErr := func(err error) error {
 		return &net.OpError{Op: "socks " + cmd.String(), Net: network, Source: d.proxyAddr(), Addr: netAddr(dst), Err: err}
@@ -35,46 +35,48 @@ func (d *Dialer) open(ctx context.Context, cmd Command, network string, dst Addr
 	if err := validateAuth(auth); err != nil {
 		return nil, Addr{}, opErr(err)
 	}
-	c, err := d.dialProxy(ctx)
+	deadline, own := d.handshakeDeadline(ctx)
+	c, err := d.dialProxy(ctx, deadline, own)
 	if err != nil {
+		if own && isTimeout(err) && ctx.Err() == nil {
+			err = &handshakeTimeoutError{d.handshakeTimeout()}
+		}
 		return nil, Addr{}, opErr(err)
 	}
-	bnd, err := handshake(ctx, c, auth, cmd, dst)
+	bnd, err := handshake(ctx, c, deadline, auth, cmd, dst)
 	if err != nil {
 		c.Close()
+		if own && errors.Is(err, context.DeadlineExceeded) {
+			err = &handshakeTimeoutError{d.handshakeTimeout()}
+		}
 		return nil, Addr{}, opErr(err)
 	}
 	return c, bnd, nil
 }
 
-// handshake runs greeting, authentication and request on c under ctx: a
-// deadline of ctx becomes the connection's, and a cancellation aborts the
-// blocked read or write at once. Every deadline is cleared on success.
-func handshake(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command, dst Addr) (Addr, error) {
-	deadline, hasDeadline := ctx.Deadline()
-	if hasDeadline {
-		c.SetDeadline(deadline)
-	}
-	stop := func() bool { return true }
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
-	}
+// handshake runs greeting, authentication and request on c under ctx and
+// deadline (ctx's, or an earlier one); see [deadlines.Watch].
+func handshake(ctx context.Context, c net.Conn, deadline time.Time, auth []Authenticator, cmd Command, dst Addr) (Addr, error) {
+	w := deadlines.Start(ctx, c, deadline)
 	bnd, err := exchange(ctx, c, auth, cmd, dst)
-	if !stop() {
-		// ctx is done and the deadline may be set at any moment: the
-		// connection cannot be handed over.
-		return Addr{}, ctx.Err()
-	}
-	if err != nil {
-		if hasDeadline && isTimeout(err) && !time.Now().Before(deadline) {
-			return Addr{}, context.DeadlineExceeded
-		}
+	if err = w.Done(err); err != nil {
 		return Addr{}, err
 	}
-	if hasDeadline {
-		c.SetDeadline(time.Time{})
-	}
 	return bnd, nil
+}
+
+// The stages of a handshake, named in the errors of a reply cut short.
+const (
+	stageGreeting = "greeting reply"
+	stageAuth     = "authentication reply"
+)
+
+// replyStage names the first reply to cmd.
+func replyStage(cmd Command) string {
+	if cmd == CmdBind {
+		return "BIND reply 1"
+	}
+	return strings.ToUpper(cmd.String()) + " reply"
 }
 
 func exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command, dst Addr) (Addr, error) {
@@ -91,7 +93,7 @@ func exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command
 	}
 	m, err := wire.ReadMethodSelection(c, buf)
 	if err != nil {
-		return Addr{}, err
+		return Addr{}, wire.AtStage(stageGreeting, err)
 	}
 	if m == AuthNoAcceptable {
 		return Addr{}, ErrNoAcceptableAuth
@@ -107,7 +109,10 @@ func exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command
 		return Addr{}, fmt.Errorf("%w: proxy chose %v, which was not offered", ErrProtocolViolation, m)
 	}
 	if err := chosen.Authenticate(ctx, c); err != nil {
-		return Addr{}, err
+		if errors.Is(err, ErrAuthRejected) {
+			return Addr{}, err
+		}
+		return Addr{}, wire.AtStage(stageAuth, err)
 	}
 	if buf, err = wire.AppendRequest(buf[:0], cmd, dst); err != nil {
 		return Addr{}, err
@@ -117,7 +122,7 @@ func exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command
 	}
 	rep, bnd, err := wire.ReadReply(c, buf)
 	if err != nil {
-		return Addr{}, err
+		return Addr{}, wire.AtStage(replyStage(cmd), err)
 	}
 	if rep != ReplySucceeded {
 		return Addr{}, replyError(cmd, rep)
@@ -132,10 +137,20 @@ func isTimeout(err error) bool {
 
 // dialProxy reaches the proxy through the forward dialer, under ctx even
 // when the forward dialer has no DialContext.
-func (d *Dialer) dialProxy(ctx context.Context) (net.Conn, error) {
+// A deadline of its own (not ctx's) bounds the dial too.
+func (d *Dialer) dialProxy(ctx context.Context, deadline time.Time, own bool) (net.Conn, error) {
 	network := d.ProxyNetwork
 	if network == "" {
 		network = "tcp"
+	}
+	if d.Forward == nil {
+		nd := net.Dialer{Deadline: deadline}
+		return nd.DialContext(ctx, network, d.ProxyAddress)
+	}
+	if own {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
 	}
 	return dialctx.Dial(ctx, d.Forward, network, d.ProxyAddress)
 }

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/net/proxy"
 
+	"github.com/socksbind/socksbind/internal/deadlines"
 	"github.com/socksbind/socksbind/internal/wire"
 )
 
@@ -31,6 +32,10 @@ type ListenConfig struct {
 	// [net.ErrClosed]. So log.Fatal(http.Serve(ln, h)) does not end the
 	// program while the connection is being served.
 	Once bool
+
+	// Multiplex selects standard BIND (the zero value), GOST's
+	// multiplexed BIND, or whichever the proxy supports.
+	Multiplex Multiplex
 
 	// AdvertiseIP, when valid, replaces the IP address of every address
 	// the proxy binds, for a proxy behind NAT that reports an address its
@@ -543,7 +548,7 @@ func (l *Listener) applyDeadline() {
 		return
 	}
 	if l.abortRead {
-		l.reading.c.SetReadDeadline(aLongTimeAgo)
+		l.reading.c.SetReadDeadline(deadlines.LongAgo)
 		return
 	}
 	l.reading.c.SetReadDeadline(l.deadline)

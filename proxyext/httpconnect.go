@@ -13,20 +13,17 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/deadlines"
 	"github.com/socksbind/socksbind/internal/dialctx"
 )
 
 // testRootCAs, when set by a test before any dial, replaces the system's
 // roots in the verification of an https proxy's certificate.
 var testRootCAs *x509.CertPool
-
-// aLongTimeAgo is a deadline in the past, used to abort blocked I/O.
-var aLongTimeAgo = time.Unix(1, 0)
 
 // httpDialer tunnels through an HTTP proxy with the CONNECT method.
 type httpDialer struct {
@@ -110,28 +107,13 @@ func checkTarget(address string) error {
 	return nil
 }
 
-// handshake runs TLS and CONNECT on raw under ctx: a deadline of ctx
-// becomes the connection's, and a cancellation aborts the blocked read or
-// write at once.
+// handshake runs TLS and CONNECT on raw under ctx; see [deadlines.Watch].
 func (d *httpDialer) handshake(ctx context.Context, raw net.Conn, address string) (net.Conn, error) {
-	deadline, hasDeadline := ctx.Deadline()
-	if hasDeadline {
-		raw.SetDeadline(deadline)
-	}
-	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(aLongTimeAgo) })
+	deadline, _ := ctx.Deadline()
+	w := deadlines.Start(ctx, raw, deadline)
 	c, err := d.connect(raw, address)
-	if !stop() {
-		return nil, ctx.Err()
-	}
-	if err != nil {
-		var ne net.Error
-		if hasDeadline && errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(deadline) {
-			return nil, context.DeadlineExceeded
-		}
+	if err = w.Done(err); err != nil {
 		return nil, err
-	}
-	if hasDeadline {
-		raw.SetDeadline(time.Time{})
 	}
 	return c, nil
 }

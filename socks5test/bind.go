@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/socksbind/socksbind/internal/deadlines"
 	"github.com/socksbind/socksbind/internal/relay"
 	"github.com/socksbind/socksbind/internal/wire"
 )
@@ -53,9 +54,6 @@ type acceptResult struct {
 	err  error
 }
 
-// aLongTimeAgo is a deadline in the past, to unblock a read or an accept.
-var aLongTimeAgo = time.Unix(1, 0)
-
 func (s *Server) bind(c net.Conn, req *Request) {
 	dst := req.Dst
 	if dst.Name != "" {
@@ -92,7 +90,7 @@ func (s *Server) bind(c net.Conn, req *Request) {
 		s.releaseBind(ln)
 		// Stop watching the control connection. Anything that arrived
 		// before, even together with the peer, killed the BIND.
-		c.SetReadDeadline(aLongTimeAgo)
+		c.SetReadDeadline(deadlines.LongAgo)
 		err := <-control
 		if r.err != nil {
 			return
@@ -115,7 +113,7 @@ func (s *Server) bind(c net.Conn, req *Request) {
 			s.releaseBind(ln)
 		} else {
 			// Keep the socket for the pool: only stop the Accept.
-			ln.(*net.TCPListener).SetDeadline(aLongTimeAgo)
+			ln.(*net.TCPListener).SetDeadline(deadlines.LongAgo)
 		}
 		if r := <-accepted; r.conn != nil {
 			// A peer raced in: accepted, then reset.

@@ -384,3 +384,23 @@ func unexpected(err error) error {
 // Network returns "tcp": the library uses an Addr as the address of a
 // relayed TCP connection whose end it knows only by name.
 func (a Addr) Network() string { return "tcp" }
+
+// A StageError says which message of an exchange failed: "greeting reply",
+// "authentication reply", "CONNECT reply", "BIND reply 1", "BIND reply 2",
+// "HTTP CONNECT response". It unwraps to the cause, so errors.Is(err,
+// io.ErrUnexpectedEOF) still holds for a message cut short.
+type StageError struct {
+	Stage string
+	Err   error
+}
+
+func (e *StageError) Error() string { return e.Stage + ": " + e.Err.Error() }
+func (e *StageError) Unwrap() error { return e.Err }
+
+// AtStage wraps err, unless nil, in a StageError for stage.
+func AtStage(stage string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &StageError{Stage: stage, Err: err}
+}
