@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -30,7 +29,8 @@ type ListenConfig struct {
 	// known peer): it does not re-arm, and after the one connection Accept
 	// blocks until Close and then returns an error matching
 	// [net.ErrClosed]. So log.Fatal(http.Serve(ln, h)) does not end the
-	// program while the connection is being served.
+	// program while the connection is being served. A failed second reply
+	// is returned from Accept, as a permanent error.
 	Once bool
 
 	// Multiplex selects standard BIND (the zero value), GOST's
@@ -42,14 +42,29 @@ type ListenConfig struct {
 	// peers cannot reach.
 	AdvertiseIP netip.Addr
 
+	// RetryLimit bounds how long the listener keeps retrying trouble that
+	// may pass (see [Listener]) before it gives up: Accept then returns
+	// the last error, as a permanent one. It counts from the first failure
+	// since the last connection the listener carried. Zero means no
+	// limit: the listener retries for as long as it is open.
+	RetryLimit time.Duration
+
 	// Armed, when not nil, is called each time the listener has re-armed,
 	// with the address of the BIND now waiting for a peer: the moment a
 	// peer can connect, and where. In follow mode (port 0) the address may
-	// differ from the previous one; Addr reports it from then on. Armed
-	// runs on the listener's re-arming goroutine or in Accept. It may call
-	// Close, which does not wait for it; it is not called once the
-	// listener is closed.
-	Armed func(net.Addr)
+	// differ from the previous one; Addr reports it from then on.
+	//
+	// Armed and Retrying run on the listener's goroutine and must not
+	// block it: while they run, the listener waits. They may call Close.
+	// Neither is called once Close has begun.
+	Armed func(addr net.Addr)
+
+	// Retrying, when not nil, is called each time the listener meets
+	// trouble it will retry on its own (err, which Accept does not
+	// return), with the time it waits before the next attempt: for an
+	// operator's log line such as "port 8080 unavailable at the proxy,
+	// retrying in 1s". See Armed for where it runs.
+	Retrying func(err error, wait time.Duration)
 }
 
 // Listen asks the proxy to listen with the BIND command. See
@@ -77,7 +92,9 @@ func (d *Dialer) Listen(ctx context.Context, network, address string) (*Listener
 //     got. Port 0 accepts whatever port the proxy picks.
 //
 // The context bounds the handshake and the first reply only; once Listen
-// returns, expiry of the context has no effect on the listener.
+// returns, expiry of the context has no effect on the listener. Listen does
+// not retry: a proxy that fails the first BIND fails Listen, so that a
+// misconfiguration shows at start.
 //
 // Errors are [*net.OpError] with Op "socks bind"; see [Dialer.DialContext].
 func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (*Listener, error) {
@@ -91,22 +108,25 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (*L
 	}
 	life, cancel := context.WithCancel(context.Background())
 	l := &Listener{
-		cfg:       *lc,
-		network:   network,
-		want:      want,
-		fixedPort: want.Port != 0 && want.IP.IsUnspecified(),
-		token:     make(chan struct{}, 1),
-		closed:    make(chan struct{}),
-		dlCh:      make(chan struct{}),
-		life:      life,
-		cancel:    cancel,
+		cfg:      *lc,
+		network:  network,
+		want:     want,
+		fixed:    want.Port != 0 && want.IP.IsUnspecified(),
+		conns:    make(chan net.Conn, 1),
+		closed:   make(chan struct{}),
+		failed:   make(chan struct{}),
+		loopDone: make(chan struct{}),
+		life:     life,
+		cancel:   cancel,
+		deadline: makeAcceptDeadline(),
 	}
 	b, err := l.arm(ctx)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	l.pending, l.addr, l.port = b, b.addr, b.port
+	l.addr, l.port = b.addr, b.port
+	go l.run(b)
 	return l, nil
 }
 
@@ -139,54 +159,88 @@ func bindTarget(network, address string) (Addr, error) {
 // A Listener is a [net.Listener] whose connections arrive at a SOCKS proxy:
 // the address it listens on is the proxy's, and each accepted connection is
 // relayed by the proxy from a peer. Create one with [Dialer.Listen] or
-// [ListenConfig.Listen].
+// [ListenConfig.Listen]. Accept, Close and the other methods may be called
+// from several goroutines at once.
 //
-// One BIND request carries one connection. After each connection the
-// listener re-arms: it sends a new BIND, asking for the same port, as soon
-// as the proxy reports the peer, so that the time in which a peer would be
-// refused is as short as the protocol allows. Whether the proxy grants the
-// same port decides what happens next:
+// # The BIND cycle
 //
-//   - A listener created with a specific port keeps that port. If a re-armed
-//     BIND gets another, the listener releases it at once, and Accept
-//     returns an error matching [ErrAddressInUse] whose Temporary method
-//     reports true, as [net/http.Server.Serve] expects of an error worth a
-//     retry. Each later Accept tries again, and serving resumes on the same
-//     address once the proxy can bind it.
-//   - A listener created with port 0 follows the proxy: Addr always
-//     reports the address of the BIND now waiting, and
-//     [ListenConfig.Armed] is told each time one waits, with its address.
+// One BIND request carries one connection. A goroutine of the listener owns
+// the cycle: it waits for the proxy's second reply, which names the peer,
+// hands the connection over to Accept, and at once sends the next BIND,
+// asking for the same port, so that the time in which a peer would be
+// refused is as short as the protocol allows. A connection that arrives
+// while no Accept waits is held for the next one (a backlog of one, as a
+// kernel listener's queue) with none of its bytes lost; while it is held
+// the listener keeps one BIND armed, and takes no further peer once that
+// one has come.
+//
+// Whether the proxy grants the same port decides the address:
+//
+//   - A listener created with a specific port keeps that port. If the
+//     proxy binds another (Dante does while the last connection holds the
+//     port, or while the port sits in TIME_WAIT), the listener releases it
+//     and tries again, as for any trouble that may pass.
+//   - A listener created with port 0 follows the proxy: Addr reports the
+//     address of the BIND now waiting, and [ListenConfig.Armed] is told
+//     each time one waits.
 //   - A listener created with [ListenConfig.Once] does not re-arm.
 //
-// Accept and Close may be called from several goroutines at once.
+// An idle listener costs one goroutine and its control connection to the
+// proxy.
+//
+// # What Accept returns
+//
+// Accept returns a connection, a timeout, an error matching
+// [net.ErrClosed] after Close, or a permanent error once retrying cannot
+// help. Trouble that may pass is retried inside the listener, with a wait
+// that starts at 5 ms and doubles up to 1 s (what [net/http.Server] uses),
+// reported to [ListenConfig.Retrying] and never returned:
+//
+//	failure                                          the listener
+//	proxy bound another port than a fixed one        retries
+//	failed second reply (peer turned away), cut      retries
+//	general failure, network or host unreachable,    retries
+//	  connection refused, TTL expired (codes 1, 3-6)
+//	proxy unreachable, restarting, silent, timed out retries
+//	not allowed (2), command not supported (7),      fails: permanent
+//	  address type not supported (8)
+//	authentication rejected, no acceptable method,   fails: permanent
+//	  bytes that are not SOCKS 5
+//	retrying for longer than [ListenConfig.RetryLimit] fails: permanent
+//	any failure with Once                            fails: permanent
+//
+// Every BIND the listener sends on its own is bounded by
+// [Dialer.HandshakeTimeout]; the wait for a peer has no bound but the
+// caller's (the deadline of [Listener.SetDeadline], the context of
+// [Listener.AcceptContext]) and Close. When either ends the wait, Accept
+// returns an error whose Timeout method reports true and the BIND stays
+// pending. A permanent error is returned by every later Accept, once the
+// connections already held are taken. Errors are [*net.OpError] with Op
+// "accept"; the permanent ones wrap what the proxy said, so the sentinels
+// of this package match them.
 type Listener struct {
-	cfg       ListenConfig
-	network   string
-	want      Addr // the BIND request's DST
-	fixedPort bool
+	cfg     ListenConfig
+	network string
+	want    Addr // the BIND request's DST
+	fixed   bool // a port was asked for: keep it
 
-	// token is held by the one Accept that may use the pending BIND.
-	token chan struct{}
-
-	life   context.Context // ends on Close; bounds re-arms
+	// Set once, before the goroutine starts or before it closes failed.
+	life   context.Context // ends on Close; bounds the goroutine's I/O
 	cancel context.CancelFunc
-	closed chan struct{}
-	once   sync.Once
-	wg     sync.WaitGroup // the re-arm goroutine
+	err    error // why the listener failed, once failed is closed
 
-	mu        sync.Mutex
-	pending   *bind         // the BIND waiting for a peer, or nil
-	armDone   chan struct{} // closed when the re-arm in progress settles
-	armErr    error         // a temporary re-arm failure, for the next Accept
-	used      bool          // Once: the connection has been accepted
-	dead      error         // the permanent error of a dead listener
-	addr      Addr          // the advertised address of the pending (or last) BIND
-	port      uint16        // the port the proxy bound last
-	deadline  time.Time
-	dlTimer   *time.Timer
-	dlCh      chan struct{} // closed when deadline passes
-	reading   *bind         // the BIND whose reply 2 an Accept is reading
-	abortRead bool          // the reading Accept's context is done
+	conns    chan net.Conn // the goroutine's results; Accept takes them
+	closed   chan struct{} // closed by Close
+	failed   chan struct{} // closed when the listener gives up
+	loopDone chan struct{} // closed when the goroutine has returned
+
+	deadline  acceptDeadline
+	closeOnce sync.Once
+
+	mu     sync.Mutex // guards addr and port, and inHook
+	addr   Addr       // the advertised address of the pending (or last) BIND
+	port   uint16     // the port the proxy bound last
+	inHook bool       // the goroutine is calling Armed or Retrying
 }
 
 // bind is one BIND request that got its first reply.
@@ -194,9 +248,6 @@ type bind struct {
 	c    net.Conn
 	port uint16 // the port the proxy bound
 	addr Addr   // what the listener advertises for it
-	// reply2 holds the bytes of the second reply read so far, so a read
-	// cut short by a deadline resumes where it stopped.
-	reply2 resumable
 }
 
 // Addr returns the address the proxy bound for the BIND now waiting: a
@@ -209,263 +260,273 @@ func (l *Listener) Addr() net.Addr {
 	return netAddr(l.addr)
 }
 
-// Accept waits for the proxy's second reply, which reports a peer, and
-// returns the relayed connection, a [*Conn] whose RemoteAddr is the peer
-// and LocalAddr the bound address. See [Listener.AcceptContext].
+// Accept waits for a peer and returns the relayed connection, a [*Conn]
+// whose RemoteAddr is the peer and LocalAddr the bound address. See
+// [Listener] for what else it returns.
 func (l *Listener) Accept() (net.Conn, error) {
 	return l.AcceptContext(context.Background())
 }
 
 // AcceptContext is Accept bounded by ctx as well as by the deadline of
-// [Listener.SetDeadline]. The proxy sets no time limit on a waiting BIND,
-// so these and Close are the only bounds there are. When ctx or the
-// deadline ends the wait, the BIND stays pending for the next call.
-//
-// Errors are [*net.OpError] with Op "accept". After Close the error
-// matches [net.ErrClosed]. A failed second reply (the proxy turned the peer
-// away, or failed) carries a [*ReplyError] with the peer's address; it is
-// temporary, in the sense of [net.Error], only when the listener could
-// re-arm and go on. A listener whose proxy is gone returns a permanent
-// error from then on.
+// [Listener.SetDeadline]. When ctx ends the wait, the error wraps ctx's
+// error, and the BIND stays pending for the next call.
 func (l *Listener) AcceptContext(ctx context.Context) (net.Conn, error) {
-	if err := l.acquire(ctx); err != nil {
-		return nil, l.opErr(err)
+	if l.isClosed() {
+		return nil, l.opErr(net.ErrClosed)
 	}
-	defer func() { <-l.token }()
-	c, err := l.accept(ctx)
-	if err != nil {
-		if l.isClosed() {
-			// Whatever woke the call, a closed listener says so.
-			err = net.ErrClosed
+	select {
+	case c := <-l.conns:
+		return l.handOver(c)
+	default:
+	}
+	select {
+	case c := <-l.conns:
+		return l.handOver(c)
+	case <-l.closed:
+		return nil, l.opErr(net.ErrClosed)
+	case <-l.failed:
+		select {
+		case c := <-l.conns: // held before the listener gave up
+			return l.handOver(c)
+		default:
 		}
-		return nil, l.opErr(err)
+		if l.isClosed() {
+			return nil, l.opErr(net.ErrClosed)
+		}
+		return nil, l.opErr(&acceptError{err: l.err})
+	case <-ctx.Done():
+		return nil, l.opErr(&acceptError{err: ctx.Err(), temporary: true})
+	case <-l.deadline.wait():
+		return nil, l.opErr(&acceptError{err: os.ErrDeadlineExceeded, temporary: true})
+	}
+}
+
+// handOver returns c to Accept's caller, unless Close came first.
+func (l *Listener) handOver(c net.Conn) (net.Conn, error) {
+	if l.isClosed() {
+		c.Close()
+		return nil, l.opErr(net.ErrClosed)
 	}
 	return c, nil
 }
 
-// acquire takes the token, unless the listener closes or the wait ends.
-func (l *Listener) acquire(ctx context.Context) error {
-	select {
-	case l.token <- struct{}{}:
-		return nil
-	default:
+// SetDeadline sets the deadline for Accept, as on [*net.TCPListener]: an
+// Accept waiting when it passes returns an error whose Timeout method
+// reports true, and the BIND stays pending. A zero t means no deadline.
+func (l *Listener) SetDeadline(t time.Time) error {
+	if l.isClosed() {
+		return &net.OpError{Op: "set", Net: l.network, Addr: l.Addr(), Err: net.ErrClosed}
 	}
-	select {
-	case l.token <- struct{}{}:
-		return nil
-	case <-l.closed:
-		return net.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-l.deadlineCh():
-		return l.timeout()
-	}
-}
-
-// accept runs with the token held.
-func (l *Listener) accept(ctx context.Context) (net.Conn, error) {
-	for {
-		b, err := l.waitPending(ctx)
-		if err != nil {
-			return nil, err
-		}
-		peer, err := l.readReply2(ctx, b)
-		if err == nil {
-			return l.accepted(b, peer)
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if isTimeout(err) && l.deadlinePassed() {
-			return nil, l.timeout()
-		}
-		if isTimeout(err) {
-			continue // the deadline moved while reading
-		}
-		return nil, l.reply2Failed(ctx, b, err)
-	}
-}
-
-// waitPending returns the BIND waiting for a peer, waiting for the re-arm
-// in progress or re-arming now when there is none.
-func (l *Listener) waitPending(ctx context.Context) (*bind, error) {
-	for {
-		l.mu.Lock()
-		b, dead, armDone, used := l.pending, l.dead, l.armDone, l.used
-		armErr := l.armErr
-		l.armErr = nil
-		l.mu.Unlock()
-		var wait <-chan struct{}
-		switch {
-		case l.isClosed():
-			return nil, net.ErrClosed
-		case dead != nil:
-			return nil, dead
-		case b != nil:
-			return b, nil
-		case armErr != nil:
-			return nil, armErr
-		case used:
-			wait = l.closed // Once: the one connection was accepted
-		case armDone != nil:
-			wait = armDone
-		default:
-			// The last re-arm failed for a reason that may pass (a
-			// wrong port, or a wait cut short): try again here.
-			if err := l.rearmHere(ctx); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		select {
-		case <-wait:
-		case <-l.closed:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-l.deadlineCh():
-			return nil, l.timeout()
-		}
-	}
-}
-
-// rearmHere re-arms on the caller's goroutine. A re-arm cut short by the
-// caller's context or deadline leaves the listener as it was, to re-arm at
-// the next call; any other outcome is settled.
-func (l *Listener) rearmHere(ctx context.Context) error {
-	actx, cancel := l.bounded(ctx)
-	defer cancel()
-	b, err := l.arm(actx)
-	// The connection's deadline can fire a moment before actx reports
-	// it, so the error itself is asked too.
-	cut := actx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
-	if err != nil && cut && !l.isClosed() {
-		switch {
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case l.deadlinePassed():
-			return l.timeout()
-		}
-		return context.DeadlineExceeded // ctx's, a moment early
-	}
-	l.notifyArmed(l.settle(b, err, nil))
+	l.deadline.set(t)
 	return nil
 }
 
-// settle makes b the pending BIND, or records why a re-arm failed: a wrong
-// port on a fixed-port listener is temporary, anything else is fatal. done
-// is the re-arm goroutine's, or nil on the caller's goroutine. It returns
-// the address to tell Armed, if any.
-func (l *Listener) settle(b *bind, err error, done chan struct{}) (armed net.Addr) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if done != nil && l.armDone == done {
-		l.armDone = nil
-	}
-	switch {
-	case l.isClosed() || (err == nil && l.pending != nil):
-		// Closed, or (never expected) a BIND already waits: this one
-		// would be orphaned.
-		if b != nil {
-			b.c.Close()
+// Close stops the listener: the proxy's pending BIND is cancelled (a peer
+// connecting afterwards is refused), a BIND in progress is abandoned, a
+// connection held for Accept is closed, and every blocked Accept returns an
+// error matching [net.ErrClosed]. It returns once nothing of the listener's
+// is left running, except when called from Armed or Retrying: the
+// listener's goroutine then ends as soon as the callback returns.
+// Connections already accepted stay open. Close is idempotent.
+func (l *Listener) Close() error {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		close(l.closed) // no callback starts from now on
+		inHook := l.inHook
+		l.mu.Unlock()
+		l.cancel()
+		l.deadline.stop()
+		if !inHook {
+			<-l.loopDone
 		}
-	case err != nil && l.fixedPort && errors.Is(err, ErrAddressInUse):
-		l.armErr = &acceptError{err: err, temporary: true}
-	case err != nil:
-		if l.dead == nil {
-			l.dead = &acceptError{err: err}
-		}
+		l.drain()
+	})
+	return nil
+}
+
+// drain closes a connection held for an Accept that will not come.
+func (l *Listener) drain() {
+	select {
+	case c := <-l.conns:
+		c.Close()
 	default:
-		l.pending, l.port, l.addr = b, b.port, b.addr
-		armed = netAddr(b.addr)
-	}
-	return armed
-}
-
-// notifyArmed calls Armed, unless the listener is closed.
-func (l *Listener) notifyArmed(a net.Addr) {
-	if a != nil && l.cfg.Armed != nil && !l.isClosed() {
-		l.cfg.Armed(a)
 	}
 }
 
-// accepted hands the pending BIND's connection over and re-arms. A Close
-// that came first has closed the connection: the caller gets ErrClosed.
-func (l *Listener) accepted(b *bind, peer Addr) (net.Conn, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.pending = nil
-	if l.isClosed() {
-		b.c.Close()
-		return nil, net.ErrClosed
-	}
-	if l.cfg.Once {
-		l.used = true
-	} else {
-		l.startRearm()
-	}
-	return &Conn{Conn: b.c, local: b.addr, remote: peer}, nil
+func (l *Listener) isClosed() bool { return isDone(l.closed) }
+
+func (l *Listener) opErr(err error) error {
+	return &net.OpError{Op: "accept", Net: l.network, Source: l.cfg.Dialer.proxyAddr(), Addr: l.Addr(), Err: err}
 }
 
-// startRearm sends the next BIND from a goroutine the listener owns; Close
-// cancels it and waits for it, but not for Armed, which may call Close.
-// l.mu is held.
-func (l *Listener) startRearm() {
-	done := make(chan struct{})
-	l.armDone = done
-	l.wg.Add(1)
-	go func() {
-		b, err := l.arm(l.life)
-		armed := l.settle(b, err, done)
-		close(done)
-		l.wg.Done()
-		l.notifyArmed(armed)
-	}()
+// run is the listener's goroutine: it owns b and every BIND after it.
+func (l *Listener) run(b *bind) {
+	defer close(l.loopDone)
+	var r retrier
+	for b != nil {
+		c, err := l.waitPeer(b)
+		switch {
+		case l.isClosed():
+			if c != nil {
+				c.Close()
+			}
+			l.drain() // a connection held after Close's own drain
+			return
+		case err != nil && l.cfg.Once:
+			l.fail(err)
+			return
+		case err != nil:
+			if !r.wait(l, err) {
+				return
+			}
+		default:
+			select {
+			case l.conns <- c:
+			case <-l.closed:
+				c.Close()
+				return
+			}
+			if l.cfg.Once {
+				return
+			}
+			r.reset()
+		}
+		b = l.rearm(&r)
+	}
 }
 
-// reply2Failed handles a second reply that was a failure or never came.
-// After a failure reply a listener that can re-arm goes on, and the error is
-// temporary if the re-arm worked or may work at the next call.
-func (l *Listener) reply2Failed(ctx context.Context, b *bind, err error) error {
+// waitPeer reads the second reply of b and returns its connection, or
+// closes it. Only Close bounds the wait.
+func (l *Listener) waitPeer(b *bind) (net.Conn, error) {
+	w := deadlines.Start(l.life, b.c, time.Time{})
+	rep, peer, err := wire.ReadReply(b.c, nil)
+	err = w.Done(err)
+	switch {
+	case err != nil:
+		err = l.bindErr(wire.AtStage("BIND reply 2", err))
+	case rep != ReplySucceeded:
+		err = l.bindErr(peerError{peerReplyError(rep, peer)})
+	default:
+		return &Conn{Conn: b.c, local: b.addr, remote: peer}, nil
+	}
 	b.c.Close()
-	l.mu.Lock()
-	l.pending = nil
-	l.mu.Unlock()
-	if l.isClosed() {
-		return net.ErrClosed
-	}
-	var re *ReplyError
-	if !errors.As(err, &re) || l.cfg.Once {
-		return l.kill(err)
-	}
-	cut := l.rearmHere(ctx) // a cut re-arm is retried at the next call
-	l.mu.Lock()
-	alive := cut != nil || l.pending != nil || l.armErr != nil
-	l.armErr = nil
-	l.mu.Unlock()
-	if !alive {
-		// The re-arm failed for good: the listener is dead, and this
-		// call still reports the peer's failure.
-		l.kill(err)
-		return &acceptError{err: err}
-	}
-	return &acceptError{err: err, temporary: true}
+	return nil, err
 }
 
-// kill marks the listener dead with a permanent error.
-func (l *Listener) kill(err error) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.dead == nil {
-		l.dead = &acceptError{err: err}
+// rearm sends BINDs until one is armed, waiting between attempts as r says.
+// It returns nil when the listener is closed or has given up.
+func (l *Listener) rearm(r *retrier) *bind {
+	for {
+		b, err := l.arm(l.life)
+		switch {
+		case l.isClosed():
+			if b != nil {
+				b.c.Close()
+			}
+			return nil
+		case err == nil:
+			l.mu.Lock()
+			l.addr, l.port = b.addr, b.port
+			l.mu.Unlock()
+			l.callback(func() { l.cfg.Armed(netAddr(b.addr)) }, l.cfg.Armed != nil)
+			return b
+		case !r.wait(l, err):
+			return nil
+		}
 	}
-	return l.dead
+}
+
+// fail makes the listener give up with err, which Accept wraps in an
+// error of its own.
+func (l *Listener) fail(err error) {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		err = op.Err
+	}
+	l.err = err
+	close(l.failed)
+}
+
+// callback runs f, a callback of the config, unless Close has begun.
+func (l *Listener) callback(f func(), set bool) {
+	if !set {
+		return
+	}
+	l.mu.Lock()
+	if l.isClosed() {
+		l.mu.Unlock()
+		return
+	}
+	l.inHook = true
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		l.inHook = false
+		l.mu.Unlock()
+	}()
+	f()
+}
+
+// retrier paces the retries of the listener's goroutine.
+type retrier struct {
+	since time.Time     // the first failure since the last connection
+	delay time.Duration // the last wait
+}
+
+const (
+	firstRetryDelay = 5 * time.Millisecond
+	maxRetryDelay   = time.Second
+)
+
+func (r *retrier) reset() { *r = retrier{} }
+
+// wait handles err: it gives the listener up when err is permanent or the
+// retry limit has passed, and otherwise reports err and waits before the
+// next attempt. It returns false when the listener must stop.
+func (r *retrier) wait(l *Listener, err error) bool {
+	if l.isClosed() {
+		return false
+	}
+	now := time.Now()
+	if r.since.IsZero() {
+		r.since = now
+	}
+	if permanent(err) || (l.cfg.RetryLimit > 0 && now.Sub(r.since) >= l.cfg.RetryLimit) {
+		l.fail(err)
+		return false
+	}
+	r.delay = min(max(2*r.delay, firstRetryDelay), maxRetryDelay)
+	if l.cfg.RetryLimit > 0 {
+		r.delay = min(r.delay, max(time.Until(r.since.Add(l.cfg.RetryLimit)), 0))
+	}
+	l.callback(func() { l.cfg.Retrying(err, r.delay) }, l.cfg.Retrying != nil)
+	t := time.NewTimer(r.delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+// permanent reports a failure that retrying cannot mend: a refusal by the
+// proxy's policy, or a proxy that does not speak SOCKS 5.
+func permanent(err error) bool {
+	var pe peerError
+	if errors.As(err, &pe) {
+		return false // a peer turned away: the next one may do
+	}
+	return errors.Is(err, ErrNotAllowed) || errors.Is(err, ErrCommandNotSupported) ||
+		errors.Is(err, ErrAddressNotSupported) || errors.Is(err, ErrAuthRejected) ||
+		errors.Is(err, ErrNoAcceptableAuth) || errors.Is(err, ErrProtocolViolation)
 }
 
 // arm sends one BIND and reads its first reply. A listener with a fixed port
 // releases a different port at once.
 func (l *Listener) arm(ctx context.Context) (*bind, error) {
 	want := l.want
-	if !l.fixedPort && want.IP.IsUnspecified() {
+	if !l.fixed && want.IP.IsUnspecified() {
 		// Follow mode asks for the port it had, which keeps the
 		// address when the proxy can.
 		l.mu.Lock()
@@ -476,12 +537,16 @@ func (l *Listener) arm(ctx context.Context) (*bind, error) {
 	if err != nil {
 		return nil, err
 	}
-	if l.fixedPort && bnd.Port != l.want.Port {
+	if l.fixed && bnd.Port != l.want.Port {
 		c.Close()
-		return nil, &net.OpError{Op: "socks bind", Net: l.network, Source: l.cfg.Dialer.proxyAddr(), Addr: netAddr(want),
-			Err: fmt.Errorf("%w: asked for port %d, got %d", ErrAddressInUse, l.want.Port, bnd.Port)}
+		return nil, l.bindErr(fmt.Errorf("%w: asked for port %d, got %d", ErrAddressInUse, l.want.Port, bnd.Port))
 	}
 	return &bind{c: c, port: bnd.Port, addr: l.advertise(c, bnd)}, nil
+}
+
+// bindErr is err as the error of a BIND request.
+func (l *Listener) bindErr(err error) error {
+	return &net.OpError{Op: "socks bind", Net: l.network, Source: l.cfg.Dialer.proxyAddr(), Addr: netAddr(l.want), Err: err}
 }
 
 // advertise is the address peers should use for what the proxy bound.
@@ -512,155 +577,10 @@ func (l *Listener) proxyIP(c net.Conn) (netip.Addr, string) {
 	return netip.Addr{}, pa.Name
 }
 
-// readReply2 reads the second reply of b on the caller's goroutine, under
-// ctx and the listener's deadline.
-func (l *Listener) readReply2(ctx context.Context, b *bind) (Addr, error) {
-	l.mu.Lock()
-	l.reading, l.abortRead = b, false
-	l.applyDeadline()
-	l.mu.Unlock()
-	stop := context.AfterFunc(ctx, func() {
-		l.mu.Lock()
-		l.abortRead = true
-		l.applyDeadline()
-		l.mu.Unlock()
-	})
-	b.reply2.begin(b.c)
-	rep, peer, err := wire.ReadReply(&b.reply2, nil)
-	stop()
-	l.mu.Lock()
-	l.reading = nil
-	l.mu.Unlock()
-	if err != nil {
-		return Addr{}, err
-	}
-	b.reply2.done()
-	b.c.SetReadDeadline(time.Time{})
-	if rep != ReplySucceeded {
-		return Addr{}, peerReplyError(rep, peer)
-	}
-	return peer, nil
-}
+// peerError is a failed second reply: it concerns one peer only.
+type peerError struct{ error }
 
-// applyDeadline sets the read deadline of the BIND being read. l.mu is held.
-func (l *Listener) applyDeadline() {
-	if l.reading == nil {
-		return
-	}
-	if l.abortRead {
-		l.reading.c.SetReadDeadline(deadlines.LongAgo)
-		return
-	}
-	l.reading.c.SetReadDeadline(l.deadline)
-}
-
-// SetDeadline sets the deadline for Accept, as on [*net.TCPListener]: an
-// Accept waiting when it passes returns an error whose Timeout method
-// reports true, and the BIND stays pending. A zero t means no deadline.
-func (l *Listener) SetDeadline(t time.Time) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.isClosed() {
-		return &net.OpError{Op: "set", Net: l.network, Addr: netAddr(l.addr), Err: net.ErrClosed}
-	}
-	l.deadline = t
-	if l.dlTimer != nil && !l.dlTimer.Stop() {
-		<-l.dlCh // the timer fired: wait until it has closed the channel
-	}
-	l.dlTimer = nil
-	if isDone(l.dlCh) {
-		// Waiters on a channel not closed yet keep it: they see the
-		// new deadline through it.
-		l.dlCh = make(chan struct{})
-	}
-	if !t.IsZero() {
-		ch := l.dlCh
-		if d := time.Until(t); d <= 0 {
-			close(ch)
-		} else {
-			l.dlTimer = time.AfterFunc(d, func() { close(ch) })
-		}
-	}
-	l.applyDeadline()
-	return nil
-}
-
-// deadlineCh is closed when the deadline passes. A waiter keeps the same
-// channel when SetDeadline sets a deadline later, so it sees that one too.
-func (l *Listener) deadlineCh() <-chan struct{} {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.dlCh
-}
-
-func (l *Listener) deadlinePassed() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return !l.deadline.IsZero() && !time.Now().Before(l.deadline)
-}
-
-func (l *Listener) timeout() error {
-	return &acceptError{err: os.ErrDeadlineExceeded, temporary: true}
-}
-
-// bounded is ctx, also ended by Close and by the listener's deadline, as it
-// is now or as SetDeadline sets it later.
-func (l *Listener) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(ctx)
-	stopLife := context.AfterFunc(l.life, cancel)
-	dl := l.deadlineCh()
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		select {
-		case <-dl:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, func() { stopLife(); cancel(); <-watched }
-}
-
-// Close stops the listener: the proxy's pending BIND is cancelled (a peer
-// connecting afterwards is refused), every blocked Accept returns an error
-// matching [net.ErrClosed], and a re-arm in progress is abandoned. It
-// returns once nothing of the listener's is left running. Connections
-// already accepted stay open. Close is idempotent.
-func (l *Listener) Close() error {
-	l.once.Do(func() {
-		l.mu.Lock()
-		close(l.closed)
-		l.cancel()
-		if l.pending != nil {
-			l.pending.c.Close()
-			l.pending = nil
-		}
-		if l.reading != nil {
-			l.reading.c.Close()
-		}
-		if l.dlTimer != nil {
-			l.dlTimer.Stop()
-		}
-		l.mu.Unlock()
-		l.wg.Wait()
-	})
-	return nil
-}
-
-func (l *Listener) isClosed() bool { return isDone(l.closed) }
-
-func isDone(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
-func (l *Listener) opErr(err error) error {
-	return &net.OpError{Op: "accept", Net: l.network, Source: l.cfg.Dialer.proxyAddr(), Addr: l.Addr(), Err: err}
-}
+func (e peerError) Unwrap() error { return e.error }
 
 // acceptError says whether an Accept error is worth a retry. It is always
 // there, so that [net.OpError.Temporary] never guesses from an errno that
@@ -674,28 +594,3 @@ func (e *acceptError) Error() string   { return e.err.Error() }
 func (e *acceptError) Unwrap() error   { return e.err }
 func (e *acceptError) Temporary() bool { return e.temporary }
 func (e *acceptError) Timeout() bool   { return isTimeout(e.err) }
-
-// resumable reads a reply from a connection and keeps what it read, so that
-// an attempt cut short by a deadline can be replayed and continued.
-type resumable struct {
-	c   net.Conn
-	buf []byte
-	off int
-}
-
-func (r *resumable) begin(c net.Conn) { r.c, r.off = c, 0 }
-func (r *resumable) done()            { r.buf, r.off = nil, 0 }
-
-func (r *resumable) Read(p []byte) (int, error) {
-	if r.off < len(r.buf) {
-		n := copy(p, r.buf[r.off:])
-		r.off += n
-		return n, nil
-	}
-	n, err := r.c.Read(p)
-	r.buf = append(r.buf, p[:n]...)
-	r.off += n
-	return n, err
-}
-
-var _ io.Reader = (*resumable)(nil)

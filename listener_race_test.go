@@ -10,8 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -47,7 +45,8 @@ func TestCloseDuringRearmAfterFailedReply2(t *testing.T) {
 	assert.ErrorIs(t, <-errc, net.ErrClosed)
 }
 
-// A reply 2 of code 6 keeps its code, and the listener re-arms.
+// A reply 2 of code 6 keeps its code in what Retrying is told, Accept does
+// not see it, and the listener re-arms.
 func TestTTLExpiredReply2(t *testing.T) {
 	var first atomic.Bool
 	srv := newProxy(t, func(s *socks5test.Server) {
@@ -58,98 +57,56 @@ func TestTTLExpiredReply2(t *testing.T) {
 			return wire.ReplySucceeded
 		}}
 	})
-	armed := make(chan net.Addr, 1)
-	ln := listen(t, srv, socksbind.ListenConfig{Armed: func(a net.Addr) { armed <- a }}, ":0")
-	dialPeer(t, ln.Addr())
-	_, err := ln.Accept()
-	assert.ErrorIs(t, err, socksbind.ErrTTLExpired)
-	assert.NotErrorIs(t, err, os.ErrDeadlineExceeded)
-	var ne net.Error
-	require.ErrorAs(t, err, &ne)
-	assert.True(t, ne.Temporary(), "the listener re-armed") //nolint:staticcheck
-	peer := dialPeer(t, ln.Addr())
-	c := accept(t, ln)
-	assert.Equal(t, peer.LocalAddr().String(), c.RemoteAddr().String())
-}
-
-// A deadline set while Accept re-arms on its own goroutine ends the wait.
-func TestSetDeadlineDuringRearmInAccept(t *testing.T) {
-	stalled := make(chan struct{})
-	var once sync.Once
-	srv := newProxy(t, stallRequests(func(n int) bool {
-		if n == 3 {
-			once.Do(func() { close(stalled) })
-			return true
-		}
-		return false
-	}))
-	ln := listen(t, srv, socksbind.ListenConfig{}, ":"+strconv.Itoa(freePort(t)))
-	dialPeer(t, ln.Addr())
-	accept(t, ln)
-	_, err := ln.Accept() // the re-arm got another port
-	require.ErrorIs(t, err, socksbind.ErrAddressInUse)
-	errc := make(chan error, 1)
-	go func() { _, err := ln.Accept(); errc <- err }() // re-arms here: BIND 3 stalls
-	<-stalled
-	require.NoError(t, ln.SetDeadline(time.Now().Add(10*time.Millisecond)))
-	select {
-	case err := <-errc:
-		assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
-	case <-time.After(5 * time.Second):
-		t.Fatal("Accept ignored a deadline set while it re-armed")
-	}
-}
-
-// The listener never has two BINDs in flight: an Accept that takes a BIND
-// while the previous re-arm's goroutine is still in Armed must not lose
-// track of the re-arm it starts.
-func TestRearmNeverDoubles(t *testing.T) {
-	var reqs atomic.Int32
-	srv := newProxy(t, func(s *socks5test.Server) {
-		s.Hooks.Fault = func(stage socks5test.Stage, c net.Conn, req *socks5test.Request) bool {
-			if stage == socks5test.StageRequest && req.Command == socksbind.CmdBind && reqs.Add(1) == 3 {
-				time.Sleep(300 * time.Millisecond) // the second re-arm is slow
-			}
-			return false
-		}
-	})
-	armedEntered := make(chan struct{})
-	releaseArmed := make(chan struct{})
-	var n atomic.Int32
-	ln := listen(t, srv, socksbind.ListenConfig{Armed: func(net.Addr) {
-		if n.Add(1) == 1 {
-			close(armedEntered)
-			<-releaseArmed // a slow callback
+	retried := make(chan error, 10)
+	ln := listen(t, srv, socksbind.ListenConfig{Retrying: func(err error, _ time.Duration) {
+		select {
+		case retried <- err:
+		default: // a hook must never block the listener
 		}
 	}}, ":0")
+	accepted := acceptOne(t, ln)
 	dialPeer(t, ln.Addr())
-	accept(t, ln) // the re-arm goroutine sends BIND 2
-	<-armedEntered
-	got := make(chan net.Conn, 1)
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			got <- c
-		}
-	}()
-	dialPeer(t, ln.Addr())
-	c2 := <-got // BIND 3 is now in flight, slowly
-	defer c2.Close()
-	close(releaseArmed)
-	errc := make(chan error, 1)
-	go func() { _, err := ln.Accept(); errc <- err }()
-	time.Sleep(100 * time.Millisecond) // room for a wrong fourth BIND
-	assert.Equal(t, 3, bindCount(srv), "a BIND was sent while another was in flight")
-	armedAddr := ln.Addr()
-	require.Eventually(t, func() bool { return srv.ActiveBinds() == 1 }, 5*time.Second, time.Millisecond)
-	ln.Close()
+	var err error
 	select {
-	case err := <-errc:
-		assert.ErrorIs(t, err, net.ErrClosed)
-	case <-time.After(5 * time.Second):
-		t.Fatal("Accept still blocked after Close")
+	case err = <-retried:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the failed reply 2 was not reported")
 	}
-	require.Eventually(t, func() bool { return srv.ActiveBinds() == 0 }, 5*time.Second, time.Millisecond,
-		"a BIND at %v outlived Close", armedAddr)
+	assert.ErrorIs(t, err, socksbind.ErrTTLExpired)
+	assert.NotErrorIs(t, err, os.ErrDeadlineExceeded)
+	require.Eventually(t, func() bool { return bindCount(srv) == 2 && srv.ActiveBinds() == 1 }, 10*time.Second, time.Millisecond)
+	peer := dialPeer(t, ln.Addr())
+	select {
+	case c, ok := <-accepted:
+		require.True(t, ok, "Accept failed")
+		defer c.Close()
+		assert.Equal(t, peer.LocalAddr().String(), c.RemoteAddr().String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second peer was not accepted")
+	}
+}
+
+// The listener never has two BINDs in flight, even when Armed is slow and
+// peers come back to back.
+func TestRearmNeverDoubles(t *testing.T) {
+	srv := newProxy(t, nil)
+	ln := listen(t, srv, socksbind.ListenConfig{Armed: func(net.Addr) { time.Sleep(20 * time.Millisecond) }}, ":0")
+	for i := range 5 {
+		armed := ln.Addr()
+		accepted := acceptOne(t, ln)
+		dialPeer(t, armed)
+		select {
+		case c, ok := <-accepted:
+			require.True(t, ok, "Accept %d failed", i)
+			c.Close()
+		case <-time.After(10 * time.Second):
+			t.Fatalf("peer %d not accepted", i)
+		}
+		require.Eventually(t, func() bool { return bindCount(srv) == i+2 && ln.Addr().String() != armed.String() },
+			10*time.Second, time.Millisecond, "no re-arm after connection %d", i)
+		assert.Equal(t, 1, srv.ActiveBinds(), "after connection %d", i)
+	}
+	assert.Equal(t, 6, bindCount(srv), "one BIND per connection and the one waiting")
 }
 
 // Armed may call Close.

@@ -2,7 +2,6 @@ package socksbind_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -165,32 +164,45 @@ func TestReply2WithData(t *testing.T) {
 	assert.Equal(t, "early data", string(got))
 }
 
+// TestListenPeerFilter: a peer the proxy turns away is reported to
+// Retrying, never returned from Accept; the expected peer is served next.
 func TestListenPeerFilter(t *testing.T) {
 	srv := newProxy(t, nil)
+	retried := make(chan error, 10)
 	// Expect a peer from 127.0.0.2; the first one comes from 127.0.0.1.
-	ln := listen(t, srv, socksbind.ListenConfig{}, "127.0.0.2:0")
+	ln := listen(t, srv, socksbind.ListenConfig{Retrying: func(err error, _ time.Duration) { retried <- err }}, "127.0.0.2:0")
 	reqs := srv.Requests()
 	require.Len(t, reqs, 1)
 	assert.Equal(t, "127.0.0.2", reqs[0].Dst.Host())
 
+	accepted := acceptOne(t, ln)
 	wrong := dialPeer(t, ln.Addr())
-	_, err := ln.Accept()
-	require.Error(t, err)
+	var err error
+	select {
+	case err = <-retried:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the refused peer was not reported")
+	}
 	assert.ErrorIs(t, err, socksbind.ErrNotAllowed)
 	assert.ErrorIs(t, err, syscall.EACCES)
 	var re *socksbind.ReplyError
 	require.ErrorAs(t, err, &re)
 	assert.Equal(t, wrong.LocalAddr().String(), re.Addr.String(), "the error names the refused peer")
-	var ne net.Error
-	require.ErrorAs(t, err, &ne)
-	assert.True(t, ne.Temporary(), "the listener re-armed, so the error is temporary") //nolint:staticcheck
 
+	// The listener re-armed on its own: the expected peer gets through.
+	require.Eventually(t, func() bool { return bindCount(srv) == 2 && srv.ActiveBinds() == 1 }, 10*time.Second, time.Millisecond)
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
 	right, err := d.Dial("tcp", ln.Addr().String())
 	require.NoError(t, err)
 	defer right.Close()
-	c := accept(t, ln)
-	assert.Equal(t, right.LocalAddr().String(), c.RemoteAddr().String())
+	select {
+	case c, ok := <-accepted:
+		require.True(t, ok, "Accept failed")
+		defer c.Close()
+		assert.Equal(t, right.LocalAddr().String(), c.RemoteAddr().String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("the expected peer was not accepted")
+	}
 }
 
 func TestListenSpecificPort(t *testing.T) {
@@ -256,46 +268,36 @@ func TestListenFixedRearm(t *testing.T) {
 			assert.Equal(t, port, portOf(ln.Addr()))
 		}
 	})
-	t.Run("dante: temporary address in use, then the same port", func(t *testing.T) {
+	t.Run("dante: retried until the same port is free", func(t *testing.T) {
 		srv := newProxy(t, nil)
 		port := freePort(t)
-		ln := listen(t, srv, socksbind.ListenConfig{}, ":"+strconv.Itoa(port))
+		retried := make(chan error, 100)
+		ln := listen(t, srv, socksbind.ListenConfig{Retrying: func(err error, _ time.Duration) {
+			select {
+			case retried <- err:
+			default:
+			}
+		}}, ":"+strconv.Itoa(port))
 		peer := dialPeer(t, ln.Addr())
 		c := accept(t, ln)
 
-		// The re-arm cannot get the port while the connection holds it.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, err := ln.AcceptContext(ctx)
-		require.Error(t, err)
-		assert.ErrorIs(t, err, socksbind.ErrAddressInUse)
-		var ne net.Error
-		require.ErrorAs(t, err, &ne)
-		assert.True(t, ne.Temporary()) //nolint:staticcheck
+		// The re-arm cannot get the port while the connection holds it:
+		// the listener says so to Retrying, and Accept just waits.
+		select {
+		case err := <-retried:
+			assert.ErrorIs(t, err, socksbind.ErrAddressInUse)
+			assert.ErrorIs(t, err, syscall.EADDRINUSE)
+		case <-time.After(10 * time.Second):
+			t.Fatal("no retry reported")
+		}
 		assert.Equal(t, port, portOf(ln.Addr()), "a fixed-port listener never reports another port")
+		accepted := acceptOne(t, ln)
 
 		// The peer closes first, so the port is not left in TIME_WAIT.
 		peer.Close()
 		io.Copy(io.Discard, c)
 		c.Close()
 
-		// As http.Server.Serve does: call again after a temporary error.
-		accepted := make(chan net.Conn, 1)
-		go func() {
-			for delay := time.Millisecond; ctx.Err() == nil; delay *= 2 {
-				c, err := ln.AcceptContext(ctx)
-				if err == nil {
-					accepted <- c
-					return
-				}
-				if !errors.Is(err, socksbind.ErrAddressInUse) {
-					close(accepted)
-					return
-				}
-				time.Sleep(min(delay, 50*time.Millisecond))
-			}
-			close(accepted)
-		}()
 		// Peers come until one is served: a peer arriving while no BIND
 		// is armed is refused, which is the window this test tolerates.
 		var peer2 net.Conn
@@ -308,8 +310,13 @@ func TestListenFixedRearm(t *testing.T) {
 			return true
 		}, 10*time.Second, 5*time.Millisecond)
 		defer peer2.Close()
-		c2, ok := <-accepted
-		require.True(t, ok, "Accept never recovered")
+		var c2 net.Conn
+		select {
+		case c2 = <-accepted:
+			require.NotNil(t, c2, "Accept failed")
+		case <-time.After(10 * time.Second):
+			t.Fatal("Accept never recovered")
+		}
 		defer c2.Close()
 		assert.Equal(t, peer2.LocalAddr().String(), c2.RemoteAddr().String())
 		assert.Equal(t, port, portOf(c2.LocalAddr()))
@@ -426,25 +433,29 @@ func TestListenConcurrentAccept(t *testing.T) {
 	wg.Wait()
 }
 
+// TestListenProxyGone: with a RetryLimit, a listener whose proxy is gone
+// gives up with a permanent error; every later Accept returns it too.
 func TestListenProxyGone(t *testing.T) {
 	srv := newProxy(t, nil)
-	ln := listen(t, srv, socksbind.ListenConfig{}, ":0")
+	ln := listen(t, srv, socksbind.ListenConfig{RetryLimit: 200 * time.Millisecond}, ":0")
 	errc := make(chan error, 1)
 	go func() { _, err := ln.Accept(); errc <- err }()
 	srv.Close()
 	var err error
 	select {
 	case err = <-errc:
-	case <-time.After(5 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("Accept still blocked after the proxy closed")
 	}
 	var ne net.Error
 	require.ErrorAs(t, err, &ne)
 	assert.False(t, ne.Temporary(), "a dead listener must not look temporary: %v", err) //nolint:staticcheck
+	assert.False(t, ne.Timeout(), "%v", err)
+	assert.ErrorIs(t, err, syscall.ECONNREFUSED, "the last attempt found no proxy")
 	_, err2 := ln.Accept()
-	require.Error(t, err2)
 	require.ErrorAs(t, err2, &ne)
 	assert.False(t, ne.Temporary()) //nolint:staticcheck
+	assert.Equal(t, err.Error(), err2.Error())
 }
 
 func TestListenRefused(t *testing.T) {
@@ -590,63 +601,4 @@ func TestSetDeadlineWhileWaitingForRearm(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Accept did not see the new deadline")
 	}
-}
-
-// TestRearmCutByCallerKeepsListener: a re-arm on the caller's goroutine that
-// the caller's context cuts short does not kill the listener.
-func TestRearmCutByCallerKeepsListener(t *testing.T) {
-	var stallThird sync.Once
-	stalled := make(chan struct{})
-	srv := newProxy(t, stallRequests(func(n int) bool {
-		if n == 3 {
-			stallThird.Do(func() { close(stalled) })
-			return true
-		}
-		return false
-	}))
-	port := freePort(t)
-	ln := listen(t, srv, socksbind.ListenConfig{}, ":"+strconv.Itoa(port))
-	peer := dialPeer(t, ln.Addr())
-	c := accept(t, ln)
-
-	// Request 2, the re-arm, gets another port: temporary error.
-	_, err := ln.Accept()
-	require.ErrorIs(t, err, socksbind.ErrAddressInUse)
-	// Request 3 is re-armed here and stalls until the context ends.
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	_, err = ln.AcceptContext(ctx)
-	require.ErrorIs(t, err, context.DeadlineExceeded)
-	<-stalled
-
-	// The listener is alive: once the port is free, it serves again.
-	peer.Close()
-	io.Copy(io.Discard, c)
-	c.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		defer close(accepted)
-		for i := 0; i < 200; i++ {
-			c, err := ln.Accept()
-			if err == nil {
-				accepted <- c
-				return
-			}
-			if !errors.Is(err, socksbind.ErrAddressInUse) {
-				t.Errorf("Accept: %v", err)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
-	var p2 net.Conn
-	require.Eventually(t, func() bool {
-		p, err := net.Dial("tcp", ln.Addr().String())
-		p2 = p
-		return err == nil
-	}, 10*time.Second, 5*time.Millisecond)
-	defer p2.Close()
-	c2, ok := <-accepted
-	require.True(t, ok, "the listener did not recover")
-	c2.Close()
 }
