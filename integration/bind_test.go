@@ -123,9 +123,9 @@ func TestBindDante(t *testing.T) {
 
 	t.Run("DataWithReply2", func(t *testing.T) {
 		// The peer writes as soon as it is connected; the test waits
-		// until reply 2 and the data are both queued on the control
-		// connection before Accept reads, so that a reply read with
-		// any excess would lose bytes.
+		// until the data is queued on the control connection, whether
+		// or not the listener has read reply 2 yet, so that a reply
+		// read with any excess would lose bytes.
 		rec := newRecordingDialer()
 		d := newDialer(t, dante.Addr, nil, rec)
 		for i := range 5 {
@@ -137,12 +137,8 @@ func TestBindDante(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, peer.CloseWrite())
 
-			queued := peekQueued(t, control, 10+len(payload))
+			peekQueued(t, control, len(payload))
 			pa := addrPort(peer.LocalAddr())
-			wantReply := append([]byte{5, 0, 0, 1}, pa.Addr().AsSlice()...)
-			wantReply = append(wantReply, byte(pa.Port()>>8), byte(pa.Port()))
-			require.Equal(t, wantReply, queued[:10], "round %d: reply 2 carries the peer", i)
-			require.Equal(t, payload, string(queued[10:]), "round %d: the data follows reply 2 at once", i)
 
 			c := accept(t, ln)
 			assert.Same(t, control, c.NetConn(), "the relay is the control connection")
@@ -287,16 +283,25 @@ func TestBindDante(t *testing.T) {
 }
 
 // testFixedPortRearm follows a listener created for a specific port through
-// Dante's refusal to give the port again while its connection is open: Accept
-// reports a temporary ErrAddressInUse, and serving resumes on the same port
-// once the connection is gone.
+// Dante's refusal to give the port again while its connection is open: the
+// listener retries on its own, reporting ErrAddressInUse to Retrying, Accept
+// just waits, and serving resumes on the same port once the connection is
+// gone.
 func testFixedPortRearm(t *testing.T, d *socksbind.Dialer) {
 	armed := make(chan net.Addr, 64)
+	retried := make(chan error, 64)
 	var ln *socksbind.Listener
 	var port int
 	for range 3 {
 		port = freePort(t)
-		lc := socksbind.ListenConfig{Dialer: d, Armed: func(a net.Addr) { armed <- a }}
+		lc := socksbind.ListenConfig{Dialer: d,
+			Armed: func(a net.Addr) { armed <- a },
+			Retrying: func(err error, _ time.Duration) {
+				select {
+				case retried <- err:
+				default:
+				}
+			}}
 		var err error
 		if ln, err = lc.Listen(testContext(t), "tcp", fmt.Sprintf(":%d", port)); err == nil {
 			break
@@ -312,43 +317,39 @@ func testFixedPortRearm(t *testing.T, d *socksbind.Dialer) {
 	bothWays(t, c, peer)
 
 	// The port is busy with the connection: Dante binds another, which
-	// the listener gives back.
-	_, err := awaitAccept(t, acceptAsync(ln))
-	require.ErrorIs(t, err, socksbind.ErrAddressInUse)
-	var te interface{ Temporary() bool }
-	require.ErrorAs(t, err, &te)
-	assert.True(t, te.Temporary(), "worth a retry")
+	// the listener gives back, and tries again later.
+	pending := acceptAsync(ln)
+	select {
+	case err := <-retried:
+		require.ErrorIs(t, err, socksbind.ErrAddressInUse)
+	case <-time.After(testTimeout):
+		require.FailNow(t, "no retry reported")
+	}
 	assert.Equal(t, want, addrPort(ln.Addr()), "Addr keeps the port")
+	assert.Empty(t, pending, "Accept does not return the retried trouble")
 
 	// The peer resets, so that no TIME_WAIT holds the port, and Dante
 	// closes the relay.
 	require.NoError(t, lingerClose(peer))
-	_, err = c.Read(make([]byte, 1))
+	_, err := c.Read(make([]byte, 1))
 	require.Error(t, err)
 	require.NoError(t, c.Close())
 
-	// Accept until a BIND on the port waits (Dante frees the port
-	// asynchronously), then a new peer comes in on the same address.
-	deadline := time.Now().Add(testTimeout)
-	for {
-		pending := acceptAsync(ln)
-		select {
-		case a := <-armed:
-			require.Equal(t, want, addrPort(a), "Armed reports the port")
-			peer2 := dialPeer(t, "127.0.0.1", a)
-			c2, err := awaitAccept(t, pending)
-			require.NoError(t, err)
-			assert.Equal(t, addrPort(peer2.LocalAddr()), addrPort(c2.RemoteAddr()))
-			assert.Equal(t, want, addrPort(c2.LocalAddr()))
-			bothWays(t, c2, peer2)
-			return
-		case r := <-pending:
-			require.ErrorIs(t, r.err, socksbind.ErrAddressInUse, "while the port is still busy")
-		case <-time.After(testTimeout):
-			require.FailNow(t, "Accept neither armed nor failed")
-		}
-		require.True(t, time.Now().Before(deadline), "the port never came back")
-		time.Sleep(5 * time.Millisecond) // poll interval
+	// Once Dante has freed the port, a retry gets it back: Armed says so,
+	// and a new peer comes in on the same address.
+	select {
+	case a := <-armed:
+		require.Equal(t, want, addrPort(a), "Armed reports the port")
+		peer2 := dialPeer(t, "127.0.0.1", a)
+		c2, err := awaitAccept(t, pending)
+		require.NoError(t, err)
+		assert.Equal(t, addrPort(peer2.LocalAddr()), addrPort(c2.RemoteAddr()))
+		assert.Equal(t, want, addrPort(c2.LocalAddr()))
+		bothWays(t, c2, peer2)
+	case r := <-pending:
+		require.FailNow(t, "Accept returned while the port was busy", "%v", r.err)
+	case <-time.After(testTimeout):
+		require.FailNow(t, "the port never came back")
 	}
 }
 
@@ -435,35 +436,69 @@ func testHTTPFollow(t *testing.T, d *socksbind.Dialer) {
 	assert.Empty(t, armed, "no re-arm after Close")
 }
 
+// retryRecorder collects what a listener's Retrying hook is told, without
+// blocking it.
+type retryRecorder chan error
+
+func (r retryRecorder) hook(err error, _ time.Duration) {
+	select {
+	case r <- err:
+	default:
+	}
+}
+
+func (r retryRecorder) next(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-r:
+		return err
+	case <-time.After(testTimeout):
+		require.FailNow(t, "no retry reported")
+		return nil
+	}
+}
+
+// waitArmed returns the address of the next BIND a listener armed.
+func waitArmed(t *testing.T, armed <-chan net.Addr) net.Addr {
+	t.Helper()
+	select {
+	case a := <-armed:
+		return a
+	case <-time.After(testTimeout):
+		require.FailNow(t, "the listener did not re-arm")
+		return nil
+	}
+}
+
 // TestBindDanteFilteredPeer checks Dante's bindreply rule: a peer from a
-// refused address gets the Accept a failure reply 2 that matches
-// ErrNotAllowed and carries that peer's address; the listener re-arms and
-// accepts the next peer.
+// refused address makes a failure reply 2 that matches ErrNotAllowed and
+// carries that peer's address; the listener reports it to Retrying, not to
+// Accept, re-arms and accepts the next peer.
 func TestBindDanteFilteredPeer(t *testing.T) {
 	leakcheck.Check(t)
 	dante := startDante(t, DanteConfig{BlockBindReplyFrom: "127.0.0.2/32"})
 	d := newDialer(t, dante.Addr, nil, nil)
 
-	ln := listen(t, d, socksbind.ListenConfig{}, ":0")
+	retried := make(retryRecorder, 8)
+	armed := make(chan net.Addr, 8)
+	ln := listen(t, d, socksbind.ListenConfig{Retrying: retried.hook, Armed: func(a net.Addr) { armed <- a }}, ":0")
 	first := ln.Addr()
+	pending := acceptAsync(ln)
 	blocked := dialPeer(t, "127.0.0.2", first)
-	c, err := awaitAccept(t, acceptAsync(ln))
-	assert.Nil(t, c)
-	re := requireReplyError(t, err, "accept", socksbind.CmdBind, socksbind.ReplyNotAllowed,
+	err := retried.next(t)
+	re := requireReplyError(t, err, "socks bind", socksbind.CmdBind, socksbind.ReplyNotAllowed,
 		socksbind.ErrNotAllowed, syscall.EACCES)
 	require.NotNil(t, re.Addr, "reply 2 carries the refused peer")
 	assert.Equal(t, addrPort(blocked.LocalAddr()), addrPort(re.Addr))
-	var te interface{ Temporary() bool }
-	require.ErrorAs(t, err, &te)
-	assert.True(t, te.Temporary(), "the listener re-armed: worth another Accept")
 
 	// Dante closes the refused peer.
 	_, err = blocked.Read(make([]byte, 1))
 	assert.True(t, errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET), "the refused peer is closed: %v", err)
 
 	// The next, allowed peer is accepted on the re-armed BIND.
-	peer := dialPeer(t, "127.0.0.1", ln.Addr())
-	ok := accept(t, ln)
+	peer := dialPeer(t, "127.0.0.1", waitArmed(t, armed))
+	ok, err := awaitAccept(t, pending)
+	require.NoError(t, err)
 	assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(ok.RemoteAddr()))
 	assert.Equal(t, "allowed peer", exchangeBack(t, ok, peer, "allowed peer"))
 	t.Logf("first BIND on %v, re-armed BIND on %v", first, ok.LocalAddr())
@@ -476,16 +511,31 @@ func TestBindDanteExpectedPeer(t *testing.T) {
 	dante := startDante(t, DanteConfig{})
 	d := newDialer(t, dante.Addr, nil, nil)
 
-	ln := listen(t, d, socksbind.ListenConfig{}, "127.0.0.3:0")
-	other := dialPeer(t, "127.0.0.2", ln.Addr())
-	_, err := awaitAccept(t, acceptAsync(ln))
-	re := requireReplyError(t, err, "accept", socksbind.CmdBind, socksbind.ReplyNotAllowed,
-		socksbind.ErrNotAllowed, syscall.EACCES)
-	assert.Equal(t, addrPort(other.LocalAddr()), addrPort(re.Addr))
+	t.Run("Once", func(t *testing.T) {
+		// A one-shot listener, as for FTP: the refusal is Accept's.
+		ln := listen(t, d, socksbind.ListenConfig{Once: true}, "127.0.0.3:0")
+		other := dialPeer(t, "127.0.0.2", ln.Addr())
+		_, err := awaitAccept(t, acceptAsync(ln))
+		re := requireReplyError(t, err, "accept", socksbind.CmdBind, socksbind.ReplyNotAllowed,
+			socksbind.ErrNotAllowed, syscall.EACCES)
+		assert.Equal(t, addrPort(other.LocalAddr()), addrPort(re.Addr))
+	})
+	t.Run("Rearming", func(t *testing.T) {
+		retried := make(retryRecorder, 8)
+		armed := make(chan net.Addr, 8)
+		ln := listen(t, d, socksbind.ListenConfig{Retrying: retried.hook, Armed: func(a net.Addr) { armed <- a }}, "127.0.0.3:0")
+		first := ln.Addr()
+		pending := acceptAsync(ln)
+		other := dialPeer(t, "127.0.0.2", first)
+		re := requireReplyError(t, retried.next(t), "socks bind", socksbind.CmdBind, socksbind.ReplyNotAllowed,
+			socksbind.ErrNotAllowed, syscall.EACCES)
+		assert.Equal(t, addrPort(other.LocalAddr()), addrPort(re.Addr))
 
-	peer := dialPeer(t, "127.0.0.3", ln.Addr())
-	c := accept(t, ln)
-	assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()))
+		peer := dialPeer(t, "127.0.0.3", waitArmed(t, armed))
+		c, err := awaitAccept(t, pending)
+		require.NoError(t, err)
+		assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()))
+	})
 }
 
 // TestBindDanteBlocked checks that a BIND refused by Dante's rules fails in
