@@ -19,15 +19,11 @@
 //
 // A BIND request carries one connection: the proxy sends a first reply when
 // it listens, a second when a peer connects, and then relays. A [Listener]
-// re-arms after each connection with a new BIND for the same port, started
-// the moment the second reply arrives. When the proxy grants another port,
-// a listener that asked for a specific port releases it and reports a
-// temporary [ErrAddressInUse] from Accept until the port can be had again;
-// a listener that asked for port 0 follows the proxy, and Addr reports the
-// new address. [ListenConfig.Once] gives the classic single-connection
-// BIND. Close cancels the proxy's pending BIND and unblocks every Accept
-// with [net.ErrClosed]; an Accept error is temporary, in the sense of
-// [net.Error], only when the listener can go on.
+// re-arms after each connection on a goroutine of its own, retries trouble
+// that may pass without returning it from Accept, and returns a permanent
+// error only when retrying cannot help; [Listener] has the whole contract,
+// with the table of which failure is which. [ListenConfig.Once] gives the
+// classic single-connection BIND.
 //
 // # Errors
 //
