@@ -48,6 +48,8 @@ type Dialer struct {
 	// [DefaultHandshakeTimeout]; a negative value means no bound but the
 	// caller's.
 	HandshakeTimeout time.Duration
+
+	mbind int32 // what MultiplexAuto learned of the proxy; atomic
 }
 
 // DefaultHandshakeTimeout is the bound of a handshake when

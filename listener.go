@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/xtaci/smux"
 	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind/internal/deadlines"
@@ -119,6 +120,17 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (*L
 		life:     life,
 		cancel:   cancel,
 		deadline: makeAcceptDeadline(),
+	}
+	if lc.Multiplex != MultiplexOff {
+		fallBack, err := l.listenMux(ctx)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		if !fallBack {
+			go l.runMux()
+			return l, nil
+		}
 	}
 	b, err := l.arm(ctx)
 	if err != nil {
@@ -233,6 +245,7 @@ type Listener struct {
 	closed   chan struct{} // closed by Close
 	failed   chan struct{} // closed when the listener gives up
 	loopDone chan struct{} // closed when the goroutine has returned
+	sess     *smux.Session // a multiplexed listener's session, or nil
 
 	deadline  acceptDeadline
 	closeOnce sync.Once
@@ -335,6 +348,9 @@ func (l *Listener) Close() error {
 		inHook := l.inHook
 		l.mu.Unlock()
 		l.cancel()
+		if l.sess != nil {
+			l.sess.Close() // ends AcceptStream; the proxy closes its port
+		}
 		l.deadline.stop()
 		if !inHook {
 			<-l.loopDone
@@ -545,8 +561,11 @@ func (l *Listener) arm(ctx context.Context) (*bind, error) {
 }
 
 // bindErr is err as the error of a BIND request.
-func (l *Listener) bindErr(err error) error {
-	return &net.OpError{Op: "socks bind", Net: l.network, Source: l.cfg.Dialer.proxyAddr(), Addr: netAddr(l.want), Err: err}
+func (l *Listener) bindErr(err error) error { return l.cmdErr(CmdBind, err) }
+
+// cmdErr is err as the error of a request with cmd.
+func (l *Listener) cmdErr(cmd Command, err error) error {
+	return &net.OpError{Op: "socks " + cmd.String(), Net: l.network, Source: l.cfg.Dialer.proxyAddr(), Addr: netAddr(l.want), Err: err}
 }
 
 // advertise is the address peers should use for what the proxy bound.

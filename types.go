@@ -10,11 +10,12 @@ import (
 // RFC 1928.
 type Command = wire.Command
 
-// The commands of RFC 1928.
+// The commands of RFC 1928, and GOST's multiplexed BIND (see [MultiplexOn]).
 const (
-	CmdConnect      = wire.CmdConnect
-	CmdBind         = wire.CmdBind
-	CmdUDPAssociate = wire.CmdUDPAssociate
+	CmdConnect       = wire.CmdConnect
+	CmdBind          = wire.CmdBind
+	CmdUDPAssociate  = wire.CmdUDPAssociate
+	CmdMultiplexBind = wire.CmdMultiplexBind
 )
 
 // A Reply is the code of a SOCKS reply. Its String method uses the words of

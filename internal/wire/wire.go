@@ -28,6 +28,11 @@ const (
 	CmdConnect      Command = 0x01
 	CmdBind         Command = 0x02
 	CmdUDPAssociate Command = 0x03
+
+	// CmdMultiplexBind is GOST's multiplexed BIND ("MBIND"), an
+	// extension: reply 1 as for BIND, then an smux session on the
+	// connection with one stream per peer.
+	CmdMultiplexBind Command = 0xF2
 )
 
 func (c Command) String() string {
@@ -38,6 +43,8 @@ func (c Command) String() string {
 		return "bind"
 	case CmdUDPAssociate:
 		return "udp associate"
+	case CmdMultiplexBind:
+		return "mbind"
 	}
 	return "unknown command " + strconv.Itoa(int(c))
 }
