@@ -43,8 +43,8 @@ var transferLine = regexp.MustCompile(`(?m)^(get|put) (\S+): (\d+) bytes in \S+,
 // 127.0.0.1 and binds on 127.0.0.1, so the address in PORT is the control
 // connection's peer address, as pyftpdlib requires.
 func TestFTPActiveDante(t *testing.T) {
-	dante := startDante(t, DanteConfig{})
 	ftp := startFTP(t)
+	dante := startDante(t, DanteConfig{})
 	bin := buildFTPActive(t)
 	big, bigSum := writeRandomFile(t, filepath.Join(ftp.Root, "big.bin"), ftpFileSize)
 
