@@ -1,6 +1,8 @@
 // Package integration tests socksbind against real proxy servers: Dante
 // (danted, SOCKS5 with BIND and UDP ASSOCIATE), microsocks (SOCKS5, CONNECT
-// only) and tinyproxy (an HTTP CONNECT hop in front of a SOCKS server).
+// only) and tinyproxy (an HTTP CONNECT hop in front of a SOCKS server). The
+// FTP test (ftp_test.go) builds the example examples/ftpactive and runs it
+// against pyftpdlib, an FTP server, through Dante.
 //
 // The package holds tests only. Each test starts the servers it needs as child
 // processes, in the foreground, on free ports on 127.0.0.1 (and ::1), with
@@ -22,8 +24,10 @@
 //
 //	bash .ci/install-deps
 //
-// installs them (packages dante-server, microsocks, tinyproxy), stops and
-// disables the services the packages bring, and creates the system user
+// installs them (packages dante-server, microsocks, tinyproxy, and
+// python3-pyftpdlib for the FTP test, which runs it with Debian's
+// /usr/bin/python3, or else the python3 of PATH), stops and disables the
+// services the packages bring, and creates the system user
 // socksbindtest with password socksbind-pass, against which Dante's
 // username/password method checks. The script is safe to run again.
 //
