@@ -49,6 +49,16 @@ type Dialer struct {
 	// caller's.
 	HandshakeTimeout time.Duration
 
+	// Pipeline sends the greeting, the authentication and the request in
+	// one write instead of waiting for each answer: one round trip to the
+	// proxy instead of two, or three with a password. The greeting then
+	// offers one method: username/password when Auth has one, else none;
+	// a proxy that picks another fails the handshake with
+	// [ErrProtocolViolation]. Dante and GOST answer pipelined handshakes;
+	// some servers (microsocks) cannot, which is why it is off by default.
+	// Application data is never sent before the proxy's reply.
+	Pipeline bool
+
 	mbind int32 // what MultiplexAuto learned of the proxy; atomic
 }
 

@@ -20,20 +20,30 @@ import (
 
 var noAuth = []Authenticator{NoAuth{}}
 
-// open dials the proxy and runs the handshake for cmd to dst. It returns the
-// connection, with every deadline cleared, and the address of the first
-// reply. ctx and the Dialer's handshake timeout bound all of it. Errors are
-// *net.OpError.
+// open dials the proxy and runs the handshake for cmd to dst, pipelined
+// when the Dialer says so. See [Dialer.handshake].
 func (d *Dialer) open(ctx context.Context, cmd Command, network string, dst Addr) (net.Conn, Addr, error) {
+	c, bnd, _, err := d.handshake(ctx, cmd, network, dst, d.Pipeline, nil)
+	return c, bnd, err
+}
+
+// handshake dials the proxy and runs the handshake for cmd to dst, offering
+// auth (nil: the Dialer's), all in one write when pipeline is set. It
+// returns the connection, with every deadline cleared, the address of the
+// first reply, and the method the proxy chose. ctx and the Dialer's
+// handshake timeout bound all of it. Errors are *net.OpError.
+func (d *Dialer) handshake(ctx context.Context, cmd Command, network string, dst Addr, pipeline bool, auth []Authenticator) (net.Conn, Addr, Authenticator, error) {
 	opErr := func(err error) error {
 		return &net.OpError{Op: "socks " + cmd.String(), Net: network, Source: d.proxyAddr(), Addr: netAddr(dst), Err: err}
 	}
-	auth := d.Auth
+	if auth == nil {
+		auth = d.Auth
+	}
 	if len(auth) == 0 {
 		auth = noAuth
 	}
 	if err := validateAuth(auth); err != nil {
-		return nil, Addr{}, opErr(err)
+		return nil, Addr{}, nil, opErr(err)
 	}
 	deadline, own := d.handshakeDeadline(ctx)
 	c, err := d.dialProxy(ctx, deadline, own)
@@ -41,28 +51,25 @@ func (d *Dialer) open(ctx context.Context, cmd Command, network string, dst Addr
 		if own && isTimeout(err) && ctx.Err() == nil {
 			err = &handshakeTimeoutError{d.handshakeTimeout()}
 		}
-		return nil, Addr{}, opErr(err)
+		return nil, Addr{}, nil, opErr(err)
 	}
-	bnd, err := handshake(ctx, c, deadline, auth, cmd, dst)
-	if err != nil {
+	w := deadlines.Start(ctx, c, deadline)
+	var bnd Addr
+	var chosen Authenticator
+	if pipelined := pipelineMethod(auth); pipeline && pipelined != nil {
+		chosen = pipelined
+		bnd, err = exchangePipelined(c, pipelined, cmd, dst)
+	} else {
+		bnd, chosen, err = exchange(ctx, c, auth, cmd, dst)
+	}
+	if err = w.Done(err); err != nil {
 		c.Close()
 		if own && errors.Is(err, context.DeadlineExceeded) {
 			err = &handshakeTimeoutError{d.handshakeTimeout()}
 		}
-		return nil, Addr{}, opErr(err)
+		return nil, Addr{}, nil, opErr(err)
 	}
-	return c, bnd, nil
-}
-
-// handshake runs greeting, authentication and request on c under ctx and
-// deadline (ctx's, or an earlier one); see [deadlines.Watch].
-func handshake(ctx context.Context, c net.Conn, deadline time.Time, auth []Authenticator, cmd Command, dst Addr) (Addr, error) {
-	w := deadlines.Start(ctx, c, deadline)
-	bnd, err := exchange(ctx, c, auth, cmd, dst)
-	if err = w.Done(err); err != nil {
-		return Addr{}, err
-	}
-	return bnd, nil
+	return c, bnd, chosen, nil
 }
 
 // The stages of a handshake, named in the errors of a reply cut short.
@@ -79,7 +86,8 @@ func replyStage(cmd Command) string {
 	return strings.ToUpper(cmd.String()) + " reply"
 }
 
-func exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command, dst Addr) (Addr, error) {
+// exchange sends each message when the previous one is answered.
+func exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command, dst Addr) (Addr, Authenticator, error) {
 	// One buffer for every message of the handshake, sized for the
 	// longest: each is sent in a single Write, as some servers cannot
 	// reassemble a split message, and replies are read into it.
@@ -89,14 +97,14 @@ func exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command
 		buf = append(buf, byte(a.Method()))
 	}
 	if _, err := c.Write(buf); err != nil {
-		return Addr{}, err
+		return Addr{}, nil, err
 	}
 	m, err := wire.ReadMethodSelection(c, buf)
 	if err != nil {
-		return Addr{}, wire.AtStage(stageGreeting, err)
+		return Addr{}, nil, wire.AtStage(stageGreeting, err)
 	}
 	if m == AuthNoAcceptable {
-		return Addr{}, ErrNoAcceptableAuth
+		return Addr{}, nil, ErrNoAcceptableAuth
 	}
 	var chosen Authenticator
 	for _, a := range auth {
@@ -106,19 +114,86 @@ func exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command
 		}
 	}
 	if chosen == nil {
-		return Addr{}, fmt.Errorf("%w: proxy chose %v, which was not offered", ErrProtocolViolation, m)
+		return Addr{}, nil, fmt.Errorf("%w: proxy chose %v, which was not offered", ErrProtocolViolation, m)
 	}
 	if err := chosen.Authenticate(ctx, c); err != nil {
 		if errors.Is(err, ErrAuthRejected) {
-			return Addr{}, err
+			return Addr{}, nil, err
 		}
-		return Addr{}, wire.AtStage(stageAuth, err)
+		return Addr{}, nil, wire.AtStage(stageAuth, err)
 	}
 	if buf, err = wire.AppendRequest(buf[:0], cmd, dst); err != nil {
+		return Addr{}, nil, err
+	}
+	if _, err := c.Write(buf); err != nil {
+		return Addr{}, nil, err
+	}
+	rep, bnd, err := wire.ReadReply(c, buf)
+	if err != nil {
+		return Addr{}, nil, wire.AtStage(replyStage(cmd), err)
+	}
+	if rep != ReplySucceeded {
+		return Addr{}, nil, replyError(cmd, rep)
+	}
+	return bnd, chosen, nil
+}
+
+// pipelineMethod is the one method a pipelined greeting offers: the
+// username/password method when auth has one, else no authentication. Other
+// methods cannot be pipelined: nil.
+func pipelineMethod(auth []Authenticator) Authenticator {
+	var none Authenticator
+	for _, a := range auth {
+		switch a.(type) {
+		case *UsernamePassword:
+			return a
+		case NoAuth, *NoAuth:
+			none = a
+		}
+	}
+	return none
+}
+
+// exchangePipelined sends the greeting (offering the method of a alone),
+// the authentication and the request in one write, then reads the answers
+// in order. Dante and GOST answer such a write; microsocks does not, which
+// is why it is opt-in.
+func exchangePipelined(c net.Conn, a Authenticator, cmd Command, dst Addr) (Addr, error) {
+	up, _ := a.(*UsernamePassword)
+	n := 3 + 7 + len(dst.Name) + wire.MaxFixedMessage
+	if up != nil {
+		n += 3 + len(up.Username) + len(up.Password)
+	}
+	buf := append(make([]byte, 0, n), wire.Version5, 1, byte(a.Method()))
+	if up != nil {
+		buf = wire.AppendUserPass(buf, up.Username, up.Password)
+	}
+	buf, err := wire.AppendRequest(buf, cmd, dst)
+	if err != nil {
 		return Addr{}, err
 	}
 	if _, err := c.Write(buf); err != nil {
 		return Addr{}, err
+	}
+	m, err := wire.ReadMethodSelection(c, buf)
+	switch {
+	case err != nil:
+		return Addr{}, wire.AtStage(stageGreeting, err)
+	case m == AuthNoAcceptable:
+		return Addr{}, fmt.Errorf("%w (a pipelined greeting offers %v only)", ErrNoAcceptableAuth, a.Method())
+	case m != a.Method():
+		// The authentication and the request already sent mean
+		// nothing to the method the proxy chose.
+		return Addr{}, fmt.Errorf("%w: proxy chose %v, but a pipelined greeting offered %v only", ErrProtocolViolation, m, a.Method())
+	}
+	if up != nil {
+		status, err := wire.ReadUserPassStatus(c)
+		if err != nil {
+			return Addr{}, wire.AtStage(stageAuth, err)
+		}
+		if status != 0 {
+			return Addr{}, fmt.Errorf("%w: username/password status %d", ErrAuthRejected, status)
+		}
 	}
 	rep, bnd, err := wire.ReadReply(c, buf)
 	if err != nil {
