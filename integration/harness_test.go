@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -46,16 +47,20 @@ const (
 	logTail = 64 << 10
 )
 
-const howToRun = "install dante-server, microsocks and tinyproxy " +
-	"(sudo bash .ci/install-deps), or set " + envRequire + "=require to fail instead of skipping"
+const howToRun = "install dante-server, microsocks, tinyproxy and GOST " +
+	"(sudo bash .ci/install-deps; where it cannot install GOST: " + gostInstall + "), " +
+	"or set " + envRequire + "=require to fail instead of skipping"
+
+// gostInstall is how to get GOST v3 where .ci/install-deps has no copy of it.
+const gostInstall = "go install github.com/go-gost/gost/cmd/gost@latest"
 
 // Server is a real proxy server process started for one test by startDante,
-// startMicrosocks or startTinyproxy. The start functions return once the
+// startMicrosocks, startTinyproxy or startGost. The start functions return once the
 // server answers; they must be called from the test's goroutine. The test's
 // cleanup stops the server and every process it forked (SIGTERM, then SIGKILL)
 // and, when the test failed, logs the server's captured output.
 type Server struct {
-	Name  string // "danted", "microsocks" or "tinyproxy"
+	Name  string // "danted", "microsocks", "tinyproxy" or "gost"
 	Addr  string // "127.0.0.1:PORT"
 	Addr6 string // "[::1]:PORT" when the server also listens on IPv6, else ""
 	Port  int
@@ -84,6 +89,20 @@ type DanteConfig struct {
 	// BlockConnectPort, when non-zero, refuses CONNECT to that port on any
 	// host: the reply is 0x02.
 	BlockConnectPort int
+}
+
+// GostConfig selects how startGost runs GOST. The zero value is a SOCKS5
+// server with BIND and MBIND enabled and no authentication.
+type GostConfig struct {
+	// User, when not empty, makes the server require RFC 1929
+	// username/password authentication with User and Password.
+	User, Password string
+	// NoBind leaves out bind=true: GOST then refuses BIND and MBIND with
+	// reply 2 (not allowed).
+	NoBind bool
+	// Metadata adds options to the service URL's query, such as
+	// {"comp": "true"} for GOST v2's MBIND without per-stream headers.
+	Metadata map[string]string
 }
 
 // danteTemplateData fills testdata/danted.conf.tmpl.
@@ -222,6 +241,37 @@ func startTinyproxy(t *testing.T) *Server {
 		writeTemplate(t, tmpl, conf, struct{ Port int }{port})
 		return port, []string{"-d", "-c", conf}
 	})
+}
+
+// startGost starts GOST v3 as a SOCKS5 server on a free loopback port:
+// gost -L "socks5://[USER:PASS@]127.0.0.1:PORT?bind=true&...".
+func startGost(t *testing.T, cfg GostConfig) *Server {
+	t.Helper()
+	requireTools(t, "gost")
+	return start(t, "gost", readiness{socks: true}, func(int) (int, []string) {
+		port := freePort(t)
+		return port, []string{"-L", gostURL(cfg, port)}
+	})
+}
+
+// gostURL returns the service URL of a GOST started by startGost.
+func gostURL(cfg GostConfig, port int) string {
+	q := url.Values{}
+	if !cfg.NoBind {
+		q.Set("bind", "true")
+	}
+	for k, v := range cfg.Metadata {
+		q.Set(k, v)
+	}
+	u := url.URL{
+		Scheme:   "socks5",
+		Host:     net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		RawQuery: q.Encode(),
+	}
+	if cfg.User != "" {
+		u.User = url.UserPassword(cfg.User, cfg.Password)
+	}
+	return u.String()
 }
 
 func parseTemplate(t *testing.T, name string) *template.Template {
