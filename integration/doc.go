@@ -1,6 +1,7 @@
 // Package integration tests socksbind against real proxy servers: Dante
 // (danted, SOCKS5 with BIND and UDP ASSOCIATE), microsocks (SOCKS5, CONNECT
-// only) and tinyproxy (an HTTP CONNECT hop in front of a SOCKS server).
+// only), tinyproxy (an HTTP CONNECT hop in front of a SOCKS server) and GOST
+// v3 (gost, SOCKS5 with BIND and GOST's multiplexed BIND, MBIND).
 //
 // The package holds tests only. Each test starts the servers it needs as child
 // processes, in the foreground, on free ports on 127.0.0.1 (and ::1), with
@@ -17,15 +18,21 @@
 //
 // # Requirements
 //
-// The programs danted, microsocks and tinyproxy must be in PATH (danted lives
-// in /usr/sbin on Debian). On Debian or Ubuntu, as root,
+// The programs danted, microsocks, tinyproxy and gost must be in PATH (danted
+// lives in /usr/sbin on Debian). On Debian or Ubuntu, as root,
 //
 //	bash .ci/install-deps
 //
-// installs them (packages dante-server, microsocks, tinyproxy), stops and
-// disables the services the packages bring, and creates the system user
-// socksbindtest with password socksbind-pass, against which Dante's
-// username/password method checks. The script is safe to run again.
+// installs them (packages dante-server, microsocks, tinyproxy; GOST from the
+// copy in ../shared/tools/gost beside the repository, into /usr/local/bin),
+// stops and disables the services the packages bring, and creates the system
+// user socksbindtest with password socksbind-pass, against which Dante's
+// username/password method checks. The script is safe to run again. GOST has
+// no Debian package; without that copy, install it with
+//
+//	go install github.com/go-gost/gost/cmd/gost@latest
+//
+// and put $(go env GOPATH)/bin in PATH.
 //
 // Dante's username/password method reads /etc/shadow, so the tests that use it
 // need to run as root; the other Dante tests also run as an ordinary user.
