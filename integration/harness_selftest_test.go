@@ -9,8 +9,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -521,4 +523,28 @@ func TestHarnessPortTaken(t *testing.T) {
 
 	c := rawDial(t, s.Addr)
 	rawGreet(t, c)
+}
+
+// TestHarnessListenSockets checks the reading of /proc/net/tcp that tells
+// which address a server listens on.
+func TestHarnessListenSockets(t *testing.T) {
+	for hexIP, want := range map[string]string{
+		"0100007F":                         "127.0.0.1",
+		"0200007F":                         "127.0.0.2",
+		"00000000":                         "0.0.0.0",
+		"00000000000000000000000001000000": "::1",
+		"00000000000000000000000000000000": "::",
+		"0000000000000000FFFF00000100007F": "127.0.0.1",
+	} {
+		assert.Equal(t, netip.MustParseAddr(want), procIP(hexIP), hexIP)
+	}
+	assert.False(t, procIP("zz").IsValid())
+
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	ap := ln.Addr().(*net.TCPAddr).AddrPort()
+	sockets, ok := listenSockets(int(ap.Port()))
+	require.True(t, ok, "/proc/net/tcp is readable")
+	assert.Contains(t, slices.Collect(maps.Values(sockets)), ap)
 }

@@ -2,16 +2,19 @@ package integration
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -467,9 +470,16 @@ func greet(c net.Conn, deadline time.Time) error {
 // ownsListener reports whether a process of the group pgid holds a TCP socket
 // listening on port. Without /proc to look at, it reports true.
 func ownsListener(pgid, port int) bool {
-	inodes, ok := listenInodes(port)
+	addrs, ok := groupListeners(pgid, port)
+	return !ok || len(addrs) > 0
+}
+
+// groupListeners returns the local addresses of the TCP sockets listening on
+// port that processes of the group pgid hold. ok is false without /proc.
+func groupListeners(pgid, port int) (addrs []netip.AddrPort, ok bool) {
+	sockets, ok := listenSockets(port)
 	if !ok {
-		return true
+		return nil, false
 	}
 	for _, pid := range liveGroupMembers(pgid) {
 		dir := filepath.Join("/proc", strconv.Itoa(pid), "fd")
@@ -483,19 +493,20 @@ func ownsListener(pgid, port int) bool {
 				continue
 			}
 			inode, found := strings.CutPrefix(link, "socket:[")
-			if found && inodes[strings.TrimSuffix(inode, "]")] {
-				return true
+			if a, ok := sockets[strings.TrimSuffix(inode, "]")]; found && ok {
+				addrs = append(addrs, a)
 			}
 		}
 	}
-	return false
+	return addrs, true
 }
 
-// listenInodes returns the socket inodes of the TCP listeners on port, from
-// /proc/net/tcp and /proc/net/tcp6. ok is false when neither can be read.
-func listenInodes(port int) (inodes map[string]bool, ok bool) {
+// listenSockets returns the TCP listeners on port, their local addresses by
+// socket inode, from /proc/net/tcp and /proc/net/tcp6. ok is false when
+// neither can be read.
+func listenSockets(port int) (sockets map[string]netip.AddrPort, ok bool) {
 	const stateListen = "0A"
-	inodes = make(map[string]bool)
+	sockets = make(map[string]netip.AddrPort)
 	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		b, err := os.ReadFile(name)
 		if err != nil {
@@ -509,14 +520,30 @@ func listenInodes(port int) (inodes map[string]bool, ok bool) {
 			if len(f) < 10 || f[3] != stateListen {
 				continue
 			}
-			i := strings.LastIndexByte(f[1], ':')
-			p, err := strconv.ParseUint(f[1][i+1:], 16, 16)
-			if err == nil && int(p) == port {
-				inodes[f[9]] = true
+			host, hexPort, _ := strings.Cut(f[1], ":")
+			p, err := strconv.ParseUint(hexPort, 16, 16)
+			if err != nil || int(p) != port {
+				continue
 			}
+			sockets[f[9]] = netip.AddrPortFrom(procIP(host), uint16(p))
 		}
 	}
-	return inodes, ok
+	return sockets, ok
+}
+
+// procIP decodes an address of /proc/net/tcp: the hex digits of each 32-bit
+// word of the address in the machine's byte order, here little-endian. The
+// zero Addr stands for one that cannot be decoded.
+func procIP(h string) netip.Addr {
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b)%4 != 0 {
+		return netip.Addr{}
+	}
+	for i := 0; i < len(b); i += 4 {
+		slices.Reverse(b[i : i+4])
+	}
+	ip, _ := netip.AddrFromSlice(b)
+	return ip.Unmap()
 }
 
 // stop ends the server: SIGTERM, then SIGKILL when it has not exited within
