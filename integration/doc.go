@@ -1,7 +1,8 @@
 // Package integration tests socksbind against real proxy servers: Dante
 // (danted, SOCKS5 with BIND and UDP ASSOCIATE), microsocks (SOCKS5, CONNECT
-// only) and tinyproxy (an HTTP CONNECT hop in front of a SOCKS server). The
-// FTP test (ftp_test.go) builds the example examples/ftpactive and runs it
+// only), tinyproxy (an HTTP CONNECT hop in front of a SOCKS server) and GOST
+// v3 (gost, SOCKS5 with BIND and GOST's multiplexed BIND, MBIND). The FTP
+// test (ftp_test.go) builds the example examples/ftpactive and runs it
 // against pyftpdlib, an FTP server, through Dante.
 //
 // The package holds tests only. Each test starts the servers it needs as child
@@ -19,17 +20,23 @@
 //
 // # Requirements
 //
-// The programs danted, microsocks and tinyproxy must be in PATH (danted lives
-// in /usr/sbin on Debian). On Debian or Ubuntu, as root,
+// The programs danted, microsocks, tinyproxy and gost must be in PATH (danted
+// lives in /usr/sbin on Debian). On Debian or Ubuntu, as root,
 //
 //	bash .ci/install-deps
 //
 // installs them (packages dante-server, microsocks, tinyproxy, and
 // python3-pyftpdlib for the FTP test, which runs it with Debian's
-// /usr/bin/python3, or else the python3 of PATH), stops and disables the
-// services the packages bring, and creates the system user
-// socksbindtest with password socksbind-pass, against which Dante's
-// username/password method checks. The script is safe to run again.
+// /usr/bin/python3, or else the python3 of PATH; GOST from the
+// copy in ../shared/tools/gost beside the repository, into /usr/local/bin),
+// stops and disables the services the packages bring, and creates the system
+// user socksbindtest with password socksbind-pass, against which Dante's
+// username/password method checks. The script is safe to run again. GOST has
+// no Debian package; without that copy, install it with
+//
+//	go install github.com/go-gost/gost/cmd/gost@latest
+//
+// and put $(go env GOPATH)/bin in PATH.
 //
 // Dante's username/password method reads /etc/shadow, so the tests that use it
 // need to run as root; the other Dante tests also run as an ordinary user.

@@ -9,8 +9,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -334,6 +336,70 @@ func TestHarnessTinyproxy(t *testing.T) {
 	assert.Equal(t, peer.LocalAddr().(*net.TCPAddr).AddrPort(), from)
 }
 
+func TestHarnessGost(t *testing.T) {
+	t.Run("NoAuth", func(t *testing.T) {
+		s := startGost(t, GostConfig{})
+		assert.Equal(t, "gost", s.Name)
+		assert.Equal(t, "127.0.0.1:"+strconv.Itoa(s.Port), s.Addr)
+
+		target := echoListener(t)
+		c := rawDial(t, s.Addr)
+		rawGreet(t, c)
+		rawWrite(t, c, rawRequest(0x01, target))
+		rep, _ := rawReply(t, c)
+		require.Equal(t, byte(0x00), rep, "CONNECT reply")
+		rawWrite(t, c, []byte("ping"))
+		assert.Equal(t, []byte("ping"), rawRead(t, c, 4))
+
+		c, rep, bnd := rawBind(t, s.Addr)
+		require.Equal(t, byte(0x00), rep, "reply 1: bind=true allows BIND")
+		require.Equal(t, netip.MustParseAddr("127.0.0.1"), bnd.Addr())
+		require.NotZero(t, bnd.Port())
+		peer := dialFrom(t, "127.0.0.1", bnd)
+		rep, from := rawReply(t, c)
+		require.Equal(t, byte(0x00), rep, "reply 2")
+		assert.Equal(t, peer.LocalAddr().(*net.TCPAddr).AddrPort(), from, "reply 2 carries the peer")
+	})
+
+	t.Run("Username", func(t *testing.T) {
+		s := startGost(t, GostConfig{User: "alice", Password: "s3cret:@/?"})
+		assert.Equal(t, byte(0x00), rawLogin(t, s.Addr, "alice", "s3cret:@/?"), "right password")
+		assert.NotEqual(t, byte(0x00), rawLogin(t, s.Addr, "alice", "wrong"), "wrong password")
+
+		c := rawDial(t, s.Addr)
+		rawWrite(t, c, greetingNoAuth)
+		assert.Equal(t, []byte{0x05, 0xff}, rawRead(t, c, 2), "no acceptable method without username")
+	})
+
+	t.Run("NoBind", func(t *testing.T) {
+		s := startGost(t, GostConfig{NoBind: true})
+		c, rep, _ := rawBind(t, s.Addr)
+		assert.Equal(t, byte(0x02), rep, "reply 1 of a BIND without bind=true")
+		_, err := c.Read(make([]byte, 1))
+		assert.ErrorIs(t, err, io.EOF, "the server closes after refusing")
+	})
+}
+
+// TestHarnessGostURL checks the service URLs startGost passes to gost -L.
+func TestHarnessGostURL(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  GostConfig
+		want string
+	}{
+		{"Default", GostConfig{}, "socks5://127.0.0.1:1080?bind=true"},
+		{"Username", GostConfig{User: "alice", Password: "s3cret:@/?"},
+			"socks5://alice:s3cret%3A%40%2F%3F@127.0.0.1:1080?bind=true"},
+		{"NoBind", GostConfig{NoBind: true}, "socks5://127.0.0.1:1080"},
+		{"Metadata", GostConfig{Metadata: map[string]string{"comp": "true", "mux.version": "2"}},
+			"socks5://127.0.0.1:1080?bind=true&comp=true&mux.version=2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, gostURL(tc.cfg, 1080))
+		})
+	}
+}
+
 // TestHarnessCleanup checks that a server and every process it forked are gone
 // once the test that started it has finished, and that its log is still
 // readable at cleanup time.
@@ -345,6 +411,7 @@ func TestHarnessCleanup(t *testing.T) {
 		{"danted", func(t *testing.T) *Server { return startDante(t, DanteConfig{IPv6: true}) }},
 		{"microsocks", func(t *testing.T) *Server { return startMicrosocks(t, "", "") }},
 		{"tinyproxy", startTinyproxy},
+		{"gost", func(t *testing.T) *Server { return startGost(t, GostConfig{}) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var (
@@ -456,4 +523,28 @@ func TestHarnessPortTaken(t *testing.T) {
 
 	c := rawDial(t, s.Addr)
 	rawGreet(t, c)
+}
+
+// TestHarnessListenSockets checks the reading of /proc/net/tcp that tells
+// which address a server listens on.
+func TestHarnessListenSockets(t *testing.T) {
+	for hexIP, want := range map[string]string{
+		"0100007F":                         "127.0.0.1",
+		"0200007F":                         "127.0.0.2",
+		"00000000":                         "0.0.0.0",
+		"00000000000000000000000001000000": "::1",
+		"00000000000000000000000000000000": "::",
+		"0000000000000000FFFF00000100007F": "127.0.0.1",
+	} {
+		assert.Equal(t, netip.MustParseAddr(want), procIP(hexIP), hexIP)
+	}
+	assert.False(t, procIP("zz").IsValid())
+
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	ap := ln.Addr().(*net.TCPAddr).AddrPort()
+	sockets, ok := listenSockets(int(ap.Port()))
+	require.True(t, ok, "/proc/net/tcp is readable")
+	assert.Contains(t, slices.Collect(maps.Values(sockets)), ap)
 }

@@ -2,15 +2,19 @@ package integration
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,16 +50,20 @@ const (
 	logTail = 64 << 10
 )
 
-const howToRun = "install dante-server, microsocks and tinyproxy " +
-	"(sudo bash .ci/install-deps), or set " + envRequire + "=require to fail instead of skipping"
+const howToRun = "install dante-server, microsocks, tinyproxy and GOST " +
+	"(sudo bash .ci/install-deps; where it cannot install GOST: " + gostInstall + "), " +
+	"or set " + envRequire + "=require to fail instead of skipping"
+
+// gostInstall is how to get GOST v3 where .ci/install-deps has no copy of it.
+const gostInstall = "go install github.com/go-gost/gost/cmd/gost@latest"
 
 // Server is a real proxy server process started for one test by startDante,
-// startMicrosocks or startTinyproxy. The start functions return once the
+// startMicrosocks, startTinyproxy or startGost. The start functions return once the
 // server answers; they must be called from the test's goroutine. The test's
 // cleanup stops the server and every process it forked (SIGTERM, then SIGKILL)
 // and, when the test failed, logs the server's captured output.
 type Server struct {
-	Name  string // "danted", "microsocks" or "tinyproxy"
+	Name  string // "danted", "microsocks", "tinyproxy" or "gost"
 	Addr  string // "127.0.0.1:PORT"
 	Addr6 string // "[::1]:PORT" when the server also listens on IPv6, else ""
 	Port  int
@@ -84,6 +92,20 @@ type DanteConfig struct {
 	// BlockConnectPort, when non-zero, refuses CONNECT to that port on any
 	// host: the reply is 0x02.
 	BlockConnectPort int
+}
+
+// GostConfig selects how startGost runs GOST. The zero value is a SOCKS5
+// server with BIND and MBIND enabled and no authentication.
+type GostConfig struct {
+	// User, when not empty, makes the server require RFC 1929
+	// username/password authentication with User and Password.
+	User, Password string
+	// NoBind leaves out bind=true: GOST then refuses BIND and MBIND with
+	// reply 2 (not allowed).
+	NoBind bool
+	// Metadata adds options to the service URL's query, such as
+	// {"comp": "true"} for GOST v2's MBIND without per-stream headers.
+	Metadata map[string]string
 }
 
 // danteTemplateData fills testdata/danted.conf.tmpl.
@@ -222,6 +244,37 @@ func startTinyproxy(t *testing.T) *Server {
 		writeTemplate(t, tmpl, conf, struct{ Port int }{port})
 		return port, []string{"-d", "-c", conf}
 	})
+}
+
+// startGost starts GOST v3 as a SOCKS5 server on a free loopback port:
+// gost -L "socks5://[USER:PASS@]127.0.0.1:PORT?bind=true&...".
+func startGost(t *testing.T, cfg GostConfig) *Server {
+	t.Helper()
+	requireTools(t, "gost")
+	return start(t, "gost", readiness{socks: true}, func(int) (int, []string) {
+		port := freePort(t)
+		return port, []string{"-L", gostURL(cfg, port)}
+	})
+}
+
+// gostURL returns the service URL of a GOST started by startGost.
+func gostURL(cfg GostConfig, port int) string {
+	q := url.Values{}
+	if !cfg.NoBind {
+		q.Set("bind", "true")
+	}
+	for k, v := range cfg.Metadata {
+		q.Set(k, v)
+	}
+	u := url.URL{
+		Scheme:   "socks5",
+		Host:     net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		RawQuery: q.Encode(),
+	}
+	if cfg.User != "" {
+		u.User = url.UserPassword(cfg.User, cfg.Password)
+	}
+	return u.String()
 }
 
 func parseTemplate(t *testing.T, name string) *template.Template {
@@ -417,9 +470,16 @@ func greet(c net.Conn, deadline time.Time) error {
 // ownsListener reports whether a process of the group pgid holds a TCP socket
 // listening on port. Without /proc to look at, it reports true.
 func ownsListener(pgid, port int) bool {
-	inodes, ok := listenInodes(port)
+	addrs, ok := groupListeners(pgid, port)
+	return !ok || len(addrs) > 0
+}
+
+// groupListeners returns the local addresses of the TCP sockets listening on
+// port that processes of the group pgid hold. ok is false without /proc.
+func groupListeners(pgid, port int) (addrs []netip.AddrPort, ok bool) {
+	sockets, ok := listenSockets(port)
 	if !ok {
-		return true
+		return nil, false
 	}
 	for _, pid := range liveGroupMembers(pgid) {
 		dir := filepath.Join("/proc", strconv.Itoa(pid), "fd")
@@ -433,19 +493,20 @@ func ownsListener(pgid, port int) bool {
 				continue
 			}
 			inode, found := strings.CutPrefix(link, "socket:[")
-			if found && inodes[strings.TrimSuffix(inode, "]")] {
-				return true
+			if a, ok := sockets[strings.TrimSuffix(inode, "]")]; found && ok {
+				addrs = append(addrs, a)
 			}
 		}
 	}
-	return false
+	return addrs, true
 }
 
-// listenInodes returns the socket inodes of the TCP listeners on port, from
-// /proc/net/tcp and /proc/net/tcp6. ok is false when neither can be read.
-func listenInodes(port int) (inodes map[string]bool, ok bool) {
+// listenSockets returns the TCP listeners on port, their local addresses by
+// socket inode, from /proc/net/tcp and /proc/net/tcp6. ok is false when
+// neither can be read.
+func listenSockets(port int) (sockets map[string]netip.AddrPort, ok bool) {
 	const stateListen = "0A"
-	inodes = make(map[string]bool)
+	sockets = make(map[string]netip.AddrPort)
 	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		b, err := os.ReadFile(name)
 		if err != nil {
@@ -459,14 +520,30 @@ func listenInodes(port int) (inodes map[string]bool, ok bool) {
 			if len(f) < 10 || f[3] != stateListen {
 				continue
 			}
-			i := strings.LastIndexByte(f[1], ':')
-			p, err := strconv.ParseUint(f[1][i+1:], 16, 16)
-			if err == nil && int(p) == port {
-				inodes[f[9]] = true
+			host, hexPort, _ := strings.Cut(f[1], ":")
+			p, err := strconv.ParseUint(hexPort, 16, 16)
+			if err != nil || int(p) != port {
+				continue
 			}
+			sockets[f[9]] = netip.AddrPortFrom(procIP(host), uint16(p))
 		}
 	}
-	return inodes, ok
+	return sockets, ok
+}
+
+// procIP decodes an address of /proc/net/tcp: the hex digits of each 32-bit
+// word of the address in the machine's byte order, here little-endian. The
+// zero Addr stands for one that cannot be decoded.
+func procIP(h string) netip.Addr {
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b)%4 != 0 {
+		return netip.Addr{}
+	}
+	for i := 0; i < len(b); i += 4 {
+		slices.Reverse(b[i : i+4])
+	}
+	ip, _ := netip.AddrFromSlice(b)
+	return ip.Unmap()
 }
 
 // stop ends the server: SIGTERM, then SIGKILL when it has not exited within

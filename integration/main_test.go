@@ -14,7 +14,7 @@ import (
 // when there is one, as well as into each skipped test's log.
 func TestMain(m *testing.M) {
 	var missing []string
-	for _, name := range []string{"danted", "microsocks", "tinyproxy"} {
+	for _, name := range []string{"danted", "microsocks", "tinyproxy", "gost"} {
 		if _, err := exec.LookPath(name); err != nil {
 			missing = append(missing, name)
 		}

@@ -129,17 +129,8 @@ func (s *Server) bind(c net.Conn, req *Request) {
 		return
 	}
 	peerAddr := addrPort(peer.RemoteAddr())
-	rep := wire.ReplySucceeded
-	if ip := dst.IP.Unmap(); !ip.IsUnspecified() && peerAddr.Addr().Unmap() != ip {
-		rep = wire.ReplyNotAllowed
-	}
-	for _, rule := range s.PeerRules {
-		if rep != wire.ReplySucceeded {
-			break
-		}
-		rep = rule(req, peer.RemoteAddr())
-	}
-	if err := writeReply(c, rep, wire.Addr{IP: peerAddr.Addr().Unmap(), Port: peerAddr.Port()}); err != nil {
+	rep := s.peerReply(req, peer)
+	if err := writeReply(c, rep, wire.Addr{IP: peerAddr.Addr(), Port: peerAddr.Port()}); err != nil {
 		return
 	}
 	if rep != wire.ReplySucceeded {
@@ -148,19 +139,40 @@ func (s *Server) bind(c net.Conn, req *Request) {
 	relay.Run(&s.wg, c, peer)
 }
 
-// bindListener opens, or in BindReuse mode takes from the pool, the
-// listening socket for a BIND to dst, and registers it.
-func (s *Server) bindListener(dst wire.Addr) (net.Listener, error) {
-	ip := netip.IPv6Loopback()
-	network := "tcp6"
+// peerReply decides whether the peer of the BIND or MBIND request req may
+// in: a DST.ADDR other than the unspecified address lets only that IP in,
+// then PeerRules have their say.
+func (s *Server) peerReply(req *Request, peer net.Conn) wire.Reply {
+	if ip := req.Dst.IP.Unmap(); !ip.IsUnspecified() && addrPort(peer.RemoteAddr()).Addr() != ip {
+		return wire.ReplyNotAllowed
+	}
+	for _, rule := range s.PeerRules {
+		if rep := rule(req, peer.RemoteAddr()); rep != wire.ReplySucceeded {
+			return rep
+		}
+	}
+	return wire.ReplySucceeded
+}
+
+// bindAddr returns where a BIND or MBIND to dst listens: the loopback
+// address of dst's family and, for an unspecified dst, the port it asks for.
+func bindAddr(dst wire.Addr) (network string, ip netip.Addr, port uint16) {
+	ip = netip.IPv6Loopback()
+	network = "tcp6"
 	if dst.IP.Unmap().Is4() {
 		ip = netip.AddrFrom4([4]byte{127, 0, 0, 1})
 		network = "tcp4"
 	}
-	var port uint16
 	if dst.IP.Unmap().IsUnspecified() {
 		port = dst.Port
 	}
+	return network, ip, port
+}
+
+// bindListener opens, or in BindReuse mode takes from the pool, the
+// listening socket for a BIND to dst, and registers it.
+func (s *Server) bindListener(dst wire.Addr) (net.Listener, error) {
+	network, ip, port := bindAddr(dst)
 	if port != 0 && s.BindMode == BindReuse {
 		s.mu.Lock()
 		key := netip.AddrPortFrom(ip, port)
@@ -176,6 +188,12 @@ func (s *Server) bindListener(dst wire.Addr) (net.Listener, error) {
 	if s.BindMode == BindDante {
 		lc.Control = noReuseAddr
 	}
+	return s.listenBind(lc, network, ip, port)
+}
+
+// listenBind opens a listening socket on ip and port, or on another port
+// when port is taken, and registers it.
+func (s *Server) listenBind(lc net.ListenConfig, network string, ip netip.Addr, port uint16) (net.Listener, error) {
 	ln, err := lc.Listen(s.ctx, network, netip.AddrPortFrom(ip, port).String())
 	if port != 0 && errors.Is(err, syscall.EADDRINUSE) {
 		ln, err = lc.Listen(s.ctx, network, netip.AddrPortFrom(ip, 0).String())

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 
+	"github.com/xtaci/smux"
 	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind/socks5test"
@@ -51,4 +53,65 @@ func ExampleServer() {
 	// Output:
 	// hello from the target
 	// connect IPv4 alice
+}
+
+func ExampleServer_multiplex() {
+	srv := socks5test.NewUnstartedServer()
+	srv.Multiplex = true
+	srv.Start()
+	defer srv.Close()
+
+	// MBIND by hand: a greeting offering no authentication, then the
+	// request for 0.0.0.0:0, and reply 1 with the bound address.
+	ctrl, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		panic(err)
+	}
+	defer ctrl.Close()
+	ctrl.Write([]byte{5, 1, 0})
+	if _, err := io.ReadFull(ctrl, make([]byte, 2)); err != nil {
+		panic(err)
+	}
+	ctrl.Write([]byte{5, byte(socks5test.CmdMultiplexBind), 0, 1, 0, 0, 0, 0, 0, 0})
+	reply := make([]byte, 10)
+	if _, err := io.ReadFull(ctrl, reply); err != nil {
+		panic(err)
+	}
+	bound := netip.AddrPortFrom(netip.AddrFrom4([4]byte(reply[4:8])), uint16(reply[8])<<8|uint16(reply[9]))
+
+	// The control connection now carries an smux session, the client's
+	// side of which is an smux server: every peer arrives as a stream.
+	sess, err := smux.Server(ctrl, socks5test.MultiplexConfig())
+	if err != nil {
+		panic(err)
+	}
+	defer sess.Close()
+	for i := range 2 {
+		peer, err := net.Dial("tcp", bound.String())
+		if err != nil {
+			panic(err)
+		}
+		fmt.Fprintf(peer, "hello from peer %d", i)
+		peer.Close()
+
+		st, err := sess.AcceptStream()
+		if err != nil {
+			panic(err)
+		}
+		// Each stream begins with a SOCKS5 reply naming its peer.
+		header := make([]byte, 10)
+		if _, err := io.ReadFull(st, header); err != nil {
+			panic(err)
+		}
+		from := netip.AddrPortFrom(netip.AddrFrom4([4]byte(header[4:8])), uint16(header[8])<<8|uint16(header[9]))
+		b, err := io.ReadAll(st)
+		if err != nil {
+			panic(err)
+		}
+		st.Close()
+		fmt.Printf("%x %v %q\n", header[:4], from.String() == peer.LocalAddr().String(), b)
+	}
+	// Output:
+	// 05000001 true "hello from peer 0"
+	// 05000001 true "hello from peer 1"
 }

@@ -47,7 +47,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// serverGoroutines polls until no goroutine runs the server's code, and
+// serverGoroutines polls until no goroutine runs the server's code or an
+// smux session's (the server's MBIND sessions, and the tests' own), and
 // returns the stacks of those still there after testTimeout, in the manner
 // of net/http's leak check.
 func serverGoroutines() string {
@@ -57,7 +58,8 @@ func serverGoroutines() string {
 		buf = buf[:runtime.Stack(buf, true)]
 		leaked = leaked[:0]
 		for g := range strings.SplitSeq(string(buf), "\n\n") {
-			if strings.Contains(g, "/socks5test.") && !strings.Contains(g, "socks5test_test.") {
+			server := strings.Contains(g, "/socks5test.") && !strings.Contains(g, "socks5test_test.")
+			if server || strings.Contains(g, "github.com/xtaci/smux.") {
 				leaked = append(leaked, g)
 			}
 		}
@@ -171,7 +173,8 @@ func expectEOF(t *testing.T, c net.Conn) {
 }
 
 // exchange checks data both ways between a and b, then a half-close each
-// way: a's CloseWrite reaches b as EOF while b can still write to a.
+// way: a's CloseWrite reaches b as EOF while b can still write to a. Each is
+// a TCP connection or an smux stream.
 func exchange(t *testing.T, a, b net.Conn) {
 	t.Helper()
 	_, err := a.Write([]byte("ping"))
@@ -181,14 +184,14 @@ func exchange(t *testing.T, a, b net.Conn) {
 	require.NoError(t, err)
 	assert.Equal(t, "ping", string(buf))
 
-	require.NoError(t, a.(*net.TCPConn).CloseWrite())
+	require.NoError(t, a.(interface{ CloseWrite() error }).CloseWrite())
 	rest, err := io.ReadAll(b)
 	require.NoError(t, err)
 	assert.Empty(t, rest, "b reads EOF after a's half-close")
 
 	_, err = b.Write([]byte("pong after half-close"))
 	require.NoError(t, err)
-	require.NoError(t, b.(*net.TCPConn).CloseWrite())
+	require.NoError(t, b.(interface{ CloseWrite() error }).CloseWrite())
 	got, err := io.ReadAll(a)
 	require.NoError(t, err)
 	assert.Equal(t, "pong after half-close", string(got))

@@ -62,6 +62,35 @@ type Server struct {
 	// peer is accepted. The zero value is [BindDante].
 	BindMode BindMode
 
+	// Multiplex makes the server answer GOST's multiplexed BIND,
+	// [CmdMultiplexBind], as GOST v3 does. When false, the command is
+	// unknown: the server closes the connection without a reply.
+	//
+	// Reply 1 is that of BIND, and so are the address rules (see the
+	// package documentation: a taken port gets another, where GOST
+	// answers reply 1 with code 1; add a [RefusePort] rule for that) and
+	// Rules. Then the control connection carries an smux session
+	// ([MultiplexConfig]) in which the server is the smux client: every
+	// peer that connects to the bound socket arrives as a stream the
+	// server opens, which begins with a SOCKS5 reply (code 0) carrying the
+	// peer's address, followed by the peer's bytes. The socket stays open
+	// for further peers until the session ends: the client closes it or
+	// the control connection, or the session's keep-alive times out.
+	// Then the socket, and every stream with its peer, close. Streams the
+	// client opens are closed at once.
+	//
+	// A peer that DST.ADDR or PeerRules refuse is closed, and the client
+	// sees nothing of it: GOST has no peer rules, and MBIND no message to
+	// carry a refusal. The relay passes a half-close on each way (smux's
+	// CloseWrite), where GOST 3.3.0 ends the whole stream on the first
+	// EOF from either side.
+	Multiplex bool
+
+	// MultiplexNoHeader leaves out the SOCKS5 reply at the start of each
+	// MBIND stream: the stream carries the peer's bytes alone, as GOST
+	// does with comp=true, its GOST v2 compatibility mode.
+	MultiplexNoHeader bool
+
 	// ReportUnspecified makes the CONNECT reply and reply 1 of BIND carry
 	// the unspecified address (0.0.0.0 or ::, by the family of the real
 	// one) instead of the real IP, keeping the real port, as some servers
@@ -134,12 +163,15 @@ func RefuseCommand(cmd wire.Command, rep wire.Reply) Rule {
 	}
 }
 
-// RefusePort returns a [Rule] that refuses CONNECT and BIND requests whose
-// DST.PORT is port with reply rep.
+// RefusePort returns a [Rule] that refuses CONNECT, BIND and MBIND requests
+// whose DST.PORT is port with reply rep.
 func RefusePort(port uint16, rep wire.Reply) Rule {
 	return func(req *Request) wire.Reply {
-		if (req.Command == wire.CmdConnect || req.Command == wire.CmdBind) && req.Dst.Port == port {
-			return rep
+		switch req.Command {
+		case wire.CmdConnect, wire.CmdBind, CmdMultiplexBind:
+			if req.Dst.Port == port {
+				return rep
+			}
 		}
 		return wire.ReplySucceeded
 	}
@@ -273,7 +305,8 @@ func (s *Server) Requests() []Request {
 }
 
 // ActiveBinds returns the number of BIND listening sockets currently open:
-// those waiting for a peer and, in [BindReuse] mode, the pooled ones.
+// those waiting for a peer, in [BindReuse] mode the pooled ones, and the one
+// of each MBIND session.
 func (s *Server) ActiveBinds() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -281,7 +314,8 @@ func (s *Server) ActiveBinds() int {
 }
 
 // Close shuts the server down: it closes the listener, every client
-// connection, every outbound and peer connection and every BIND socket, and
+// connection, every outbound and peer connection, every BIND socket and
+// every MBIND session with its streams, and
 // waits for every goroutine the server started, [Hooks.Fault] calls
 // included, to return. It is safe to call more than once and from several
 // goroutines; every call returns after the shutdown is complete. It must not
@@ -376,6 +410,11 @@ func (s *Server) handle(c net.Conn) {
 		s.bind(c, req)
 	case wire.CmdUDPAssociate:
 		writeReply(c, wire.ReplyCommandNotSupported, wire.Addr{})
+	case CmdMultiplexBind:
+		if s.Multiplex {
+			s.multiplexBind(c, req)
+		}
+		// Otherwise unknown, and closed without a reply as below.
 	default:
 		// A command RFC 1928 does not define: Dante closes without a
 		// reply, and so does this server.

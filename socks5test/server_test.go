@@ -137,6 +137,8 @@ func TestRules(t *testing.T) {
 			wire.CmdConnect, addr(ip4, echo.port()), wire.ReplyConnectionRefused},
 		{"bind port", []socks5test.Rule{socks5test.RefusePort(4242, wire.ReplyNotAllowed)},
 			wire.CmdBind, addr(any4, 4242), wire.ReplyNotAllowed},
+		{"mbind port, as GOST refuses a taken one", []socks5test.Rule{socks5test.RefusePort(4242, wire.ReplyGeneralFailure)},
+			socks5test.CmdMultiplexBind, addr(any4, 4242), wire.ReplyGeneralFailure},
 		{"host ip", []socks5test.Rule{socks5test.RefuseHost("127.0.0.1", wire.ReplyHostUnreachable)},
 			wire.CmdConnect, addr(ip4, echo.port()), wire.ReplyHostUnreachable},
 		{"host name", []socks5test.Rule{socks5test.RefuseHost("localhost", wire.ReplyNetworkUnreachable)},
