@@ -58,7 +58,8 @@ func TestTTLExpiredReply2(t *testing.T) {
 		}}
 	})
 	retried := make(chan error, 10)
-	ln := listen(t, srv, socksbind.ListenConfig{Retrying: func(err error, _ time.Duration) {
+	armed, hook := armedHook()
+	ln := listen(t, srv, socksbind.ListenConfig{Armed: hook, Retrying: func(err error, _ time.Duration) {
 		select {
 		case retried <- err:
 		default: // a hook must never block the listener
@@ -74,8 +75,7 @@ func TestTTLExpiredReply2(t *testing.T) {
 	}
 	assert.ErrorIs(t, err, socksbind.ErrTTLExpired)
 	assert.NotErrorIs(t, err, os.ErrDeadlineExceeded)
-	require.Eventually(t, func() bool { return bindCount(srv) == 2 && srv.ActiveBinds() == 1 }, 10*time.Second, time.Millisecond)
-	peer := dialPeer(t, ln.Addr())
+	peer := dialPeer(t, waitArmed(t, armed))
 	select {
 	case c, ok := <-accepted:
 		require.True(t, ok, "Accept failed")
@@ -116,9 +116,9 @@ func TestArmedCallsClose(t *testing.T) {
 	ready := make(chan struct{})
 	closed := make(chan struct{})
 	ln = listen(t, srv, socksbind.ListenConfig{Armed: func(net.Addr) { <-ready; ln.Close(); close(closed) }}, ":0")
-	close(ready)
 	dialPeer(t, ln.Addr())
-	accept(t, ln)
+	accept(t, ln) // before Armed closes the listener, which would close a held connection
+	close(ready)
 	select {
 	case <-closed:
 	case <-time.After(5 * time.Second):

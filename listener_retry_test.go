@@ -78,11 +78,28 @@ func serveOne(t *testing.T, ln *socksbind.Listener, accepted <-chan net.Conn) {
 	}
 }
 
-// waitArmed waits until the proxy holds one BIND, the n-th.
-func waitArmed(t *testing.T, srv *socks5test.Server, n int) {
+// armedHook returns an Armed callback and the channel it reports to; the
+// callback never blocks the listener.
+func armedHook() (chan net.Addr, func(net.Addr)) {
+	ch := make(chan net.Addr, 100)
+	return ch, func(a net.Addr) {
+		select {
+		case ch <- a:
+		default:
+		}
+	}
+}
+
+// waitArmed waits until the listener reports a BIND armed.
+func waitArmed(t *testing.T, armed <-chan net.Addr) net.Addr {
 	t.Helper()
-	require.Eventually(t, func() bool { return bindCount(srv) == n && srv.ActiveBinds() == 1 },
-		10*time.Second, time.Millisecond, "BIND %d not armed", n)
+	select {
+	case a := <-armed:
+		return a
+	case <-time.After(10 * time.Second):
+		t.Fatal("the listener did not re-arm")
+		return nil
+	}
 }
 
 // A proxy that accepts the re-arm's connection and never answers: the
@@ -93,12 +110,14 @@ func TestRearmSilentProxy(t *testing.T) {
 	var log retryLog
 	d := newDialer(t, srv)
 	d.HandshakeTimeout = 100 * time.Millisecond
-	ln := listen(t, srv, socksbind.ListenConfig{Dialer: d, Retrying: log.hook}, ":0")
+	armed, hook := armedHook()
+	ln := listen(t, srv, socksbind.ListenConfig{Dialer: d, Retrying: log.hook, Armed: hook}, ":0")
 	dialPeer(t, ln.Addr())
 	accept(t, ln)
 
 	accepted := acceptOne(t, ln)
-	waitArmed(t, srv, 3)
+	waitArmed(t, armed)
+	assert.Equal(t, 3, bindCount(srv))
 	serveOne(t, ln, accepted)
 	errs, _ := log.snapshot()
 	require.Len(t, errs, 1)
@@ -142,11 +161,13 @@ func TestRearmTransientReplies(t *testing.T) {
 		t.Run(rep.String(), func(t *testing.T) {
 			srv := newProxy(t, refuseBinds(rep, func(n int) bool { return n >= 2 && n <= 4 }))
 			var log retryLog
-			ln := listen(t, srv, socksbind.ListenConfig{Retrying: log.hook}, ":0")
+			armed, hook := armedHook()
+			ln := listen(t, srv, socksbind.ListenConfig{Retrying: log.hook, Armed: hook}, ":0")
 			dialPeer(t, ln.Addr())
 			accept(t, ln)
 			accepted := acceptOne(t, ln)
-			waitArmed(t, srv, 5)
+			waitArmed(t, armed)
+			assert.Equal(t, 5, bindCount(srv))
 			serveOne(t, ln, accepted)
 			errs, waits := log.snapshot()
 			require.Len(t, errs, 3)

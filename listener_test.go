@@ -170,7 +170,8 @@ func TestListenPeerFilter(t *testing.T) {
 	srv := newProxy(t, nil)
 	retried := make(chan error, 10)
 	// Expect a peer from 127.0.0.2; the first one comes from 127.0.0.1.
-	ln := listen(t, srv, socksbind.ListenConfig{Retrying: func(err error, _ time.Duration) { retried <- err }}, "127.0.0.2:0")
+	armed, hook := armedHook()
+	ln := listen(t, srv, socksbind.ListenConfig{Armed: hook, Retrying: func(err error, _ time.Duration) { retried <- err }}, "127.0.0.2:0")
 	reqs := srv.Requests()
 	require.Len(t, reqs, 1)
 	assert.Equal(t, "127.0.0.2", reqs[0].Dst.Host())
@@ -190,9 +191,8 @@ func TestListenPeerFilter(t *testing.T) {
 	assert.Equal(t, wrong.LocalAddr().String(), re.Addr.String(), "the error names the refused peer")
 
 	// The listener re-armed on its own: the expected peer gets through.
-	require.Eventually(t, func() bool { return bindCount(srv) == 2 && srv.ActiveBinds() == 1 }, 10*time.Second, time.Millisecond)
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
-	right, err := d.Dial("tcp", ln.Addr().String())
+	right, err := d.Dial("tcp", waitArmed(t, armed).String())
 	require.NoError(t, err)
 	defer right.Close()
 	select {
