@@ -273,6 +273,11 @@ func (l *Listener) Addr() net.Addr {
 	return netAddr(l.addr)
 }
 
+// Multiplexed reports whether the listener uses GOST's multiplexed BIND
+// (see [ListenConfig.Multiplex]): every peer arrives at one address,
+// concurrently, with no re-arming.
+func (l *Listener) Multiplexed() bool { return l.sess != nil }
+
 // Accept waits for a peer and returns the relayed connection, a [*Conn]
 // whose RemoteAddr is the peer and LocalAddr the bound address. See
 // [Listener] for what else it returns.

@@ -134,7 +134,7 @@ func unavailable(t testing.TB, format string, args ...any) {
 
 // requireTools skips the test, or fails it under SOCKSBIND_INTEGRATION=require,
 // unless every named program is found in PATH.
-func requireTools(t *testing.T, names ...string) {
+func requireTools(t testing.TB, names ...string) {
 	t.Helper()
 	var missing []string
 	for _, name := range names {
@@ -151,7 +151,7 @@ func requireTools(t *testing.T, names ...string) {
 // is taken below the kernel's ephemeral range, where no outgoing connection
 // (of this process or another) can take it, or leave it in TIME_WAIT, before
 // the test binds it: tests ask Dante for such ports by number.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	for range 100 {
 		port := 20000 + rand.IntN(12000)
@@ -166,7 +166,7 @@ func freePort(t *testing.T) int {
 }
 
 // freePortBoth returns a TCP port that was free on both 127.0.0.1 and ::1.
-func freePortBoth(t *testing.T) int {
+func freePortBoth(t testing.TB) int {
 	t.Helper()
 	for range 20 {
 		port := freePort(t)
@@ -181,7 +181,7 @@ func freePortBoth(t *testing.T) int {
 }
 
 // startDante starts danted with the rules cfg selects, on a free loopback port.
-func startDante(t *testing.T, cfg DanteConfig) *Server {
+func startDante(t testing.TB, cfg DanteConfig) *Server {
 	t.Helper()
 	requireTools(t, "danted")
 	root := os.Geteuid() == 0
@@ -218,7 +218,7 @@ func startDante(t *testing.T, cfg DanteConfig) *Server {
 
 // startMicrosocks starts microsocks on a free loopback port. An empty user
 // means no authentication; otherwise RFC 1929 with user and pass.
-func startMicrosocks(t *testing.T, user, pass string) *Server {
+func startMicrosocks(t testing.TB, user, pass string) *Server {
 	t.Helper()
 	requireTools(t, "microsocks")
 	return start(t, "microsocks", readiness{socks: true}, func(int) (int, []string) {
@@ -248,7 +248,7 @@ func startTinyproxy(t *testing.T) *Server {
 
 // startGost starts GOST v3 as a SOCKS5 server on a free loopback port:
 // gost -L "socks5://[USER:PASS@]127.0.0.1:PORT?bind=true&...".
-func startGost(t *testing.T, cfg GostConfig) *Server {
+func startGost(t testing.TB, cfg GostConfig) *Server {
 	t.Helper()
 	requireTools(t, "gost")
 	return start(t, "gost", readiness{socks: true}, func(int) (int, []string) {
@@ -277,7 +277,7 @@ func gostURL(cfg GostConfig, port int) string {
 	return u.String()
 }
 
-func parseTemplate(t *testing.T, name string) *template.Template {
+func parseTemplate(t testing.TB, name string) *template.Template {
 	t.Helper()
 	tmpl, err := template.New(name).Option("missingkey=error").ParseFiles(filepath.Join("testdata", name))
 	if err != nil {
@@ -286,7 +286,7 @@ func parseTemplate(t *testing.T, name string) *template.Template {
 	return tmpl
 }
 
-func writeTemplate(t *testing.T, tmpl *template.Template, path string, data any) {
+func writeTemplate(t testing.TB, tmpl *template.Template, path string, data any) {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := tmpl.Execute(&buf, data); err != nil {
@@ -307,7 +307,7 @@ type readiness struct {
 // each attempt, until it is ready as r says. An attempt that exits before it is
 // ready, or whose port turns out to be another process's, is retried with a
 // new port; a server that never comes up fails the test with its log.
-func start(t *testing.T, name string, r readiness, setup func(attempt int) (port int, args []string)) *Server {
+func start(t testing.TB, name string, r readiness, setup func(attempt int) (port int, args []string)) *Server {
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err != nil {
