@@ -87,10 +87,19 @@ func (d *Dialer) handshakeDeadline(ctx context.Context) (deadline time.Time, own
 
 // handshakeTimeoutError reports a handshake that outlived
 // [Dialer.HandshakeTimeout]. It matches [os.ErrDeadlineExceeded].
-type handshakeTimeoutError struct{ d time.Duration }
+type handshakeTimeoutError struct {
+	d         time.Duration
+	pipelined bool
+}
 
 func (e *handshakeTimeoutError) Error() string {
-	return "proxy did not complete the handshake within " + e.d.String()
+	s := "proxy did not complete the handshake within " + e.d.String()
+	if e.pipelined {
+		// microsocks, for one, drops what follows the greeting and
+		// waits in silence.
+		s += " (it was pipelined: a proxy that cannot take that stays silent; set Dialer.Pipeline to false)"
+	}
+	return s
 }
 func (e *handshakeTimeoutError) Unwrap() error { return os.ErrDeadlineExceeded }
 func (e *handshakeTimeoutError) Timeout() bool { return true }

@@ -49,7 +49,7 @@ func (d *Dialer) handshake(ctx context.Context, cmd Command, network string, dst
 	c, err := d.dialProxy(ctx, deadline, own)
 	if err != nil {
 		if own && isTimeout(err) && ctx.Err() == nil {
-			err = &handshakeTimeoutError{d.handshakeTimeout()}
+			err = &handshakeTimeoutError{d: d.handshakeTimeout()}
 		}
 		return nil, Addr{}, nil, opErr(err)
 	}
@@ -65,7 +65,7 @@ func (d *Dialer) handshake(ctx context.Context, cmd Command, network string, dst
 	if err = w.Done(err); err != nil {
 		c.Close()
 		if own && errors.Is(err, context.DeadlineExceeded) {
-			err = &handshakeTimeoutError{d.handshakeTimeout()}
+			err = &handshakeTimeoutError{d: d.handshakeTimeout(), pipelined: pipeline}
 		}
 		return nil, Addr{}, nil, opErr(err)
 	}

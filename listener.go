@@ -250,6 +250,12 @@ type Listener struct {
 	deadline  acceptDeadline
 	closeOnce sync.Once
 
+	// rearmAuth is the method the proxy chose for the last BIND, which
+	// re-arms offer alone, pipelined; nil until a BIND succeeds, and
+	// after a pipelined re-arm failed before its reply. Used by arm only,
+	// which runs in Listen and then on the listener's goroutine.
+	rearmAuth Authenticator
+
 	mu     sync.Mutex // guards addr and port, and inHook
 	addr   Addr       // the advertised address of the pending (or last) BIND
 	port   uint16     // the port the proxy bound last
@@ -554,15 +560,39 @@ func (l *Listener) arm(ctx context.Context) (*bind, error) {
 		want.Port = l.port
 		l.mu.Unlock()
 	}
-	c, bnd, err := l.cfg.Dialer.open(ctx, CmdBind, l.network, want)
+	d := l.cfg.Dialer
+	pipeline, auth := d.Pipeline, []Authenticator(nil)
+	if l.rearmAuth != nil {
+		pipeline, auth = true, []Authenticator{l.rearmAuth}
+	}
+	c, bnd, chosen, err := d.handshake(ctx, CmdBind, l.network, want, pipeline, auth)
 	if err != nil {
+		if l.rearmAuth != nil && !d.Pipeline && beforeReply(err) {
+			l.rearmAuth = nil // the proxy cannot take it: wait for each answer
+		}
 		return nil, err
+	}
+	if l.rearmAuth == nil && pipelineMethod([]Authenticator{chosen}) != nil {
+		// The proxy has answered a BIND with this method: re-arms
+		// send it alone, pipelined.
+		l.rearmAuth = chosen
 	}
 	if l.fixed && bnd.Port != l.want.Port {
 		c.Close()
 		return nil, l.bindErr(fmt.Errorf("%w: asked for port %d, got %d", ErrAddressInUse, l.want.Port, bnd.Port))
 	}
 	return &bind{c: c, port: bnd.Port, addr: l.advertise(c, bnd)}, nil
+}
+
+// beforeReply reports a handshake that failed before the proxy's reply to
+// the request: in the greeting or the authentication, or with bytes that
+// are not SOCKS.
+func beforeReply(err error) bool {
+	var se *wire.StageError
+	if errors.As(err, &se) && (se.Stage == stageGreeting || se.Stage == stageAuth) {
+		return true
+	}
+	return errors.Is(err, ErrProtocolViolation)
 }
 
 // bindErr is err as the error of a BIND request.
