@@ -62,6 +62,10 @@ func newHTTP(u *url.URL, forward proxy.Dialer) (proxy.Dialer, error) {
 // String returns the proxy's URL, redacted.
 func (d *httpDialer) String() string { return d.url }
 
+// Format prints String for every verb, so that no verb of the fmt package
+// shows the credentials of the Proxy-Authorization header.
+func (d *httpDialer) Format(f fmt.State, verb rune) { formatAs(f, verb, d.url) }
+
 // Dial connects to address through the proxy. See [httpDialer.DialContext].
 func (d *httpDialer) Dial(network, address string) (net.Conn, error) {
 	return d.DialContext(context.Background(), network, address)

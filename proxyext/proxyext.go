@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"net/url"
@@ -49,6 +50,9 @@ var (
 func FromURL(u *url.URL, forward proxy.Dialer) (proxy.Dialer, error) {
 	if u == nil {
 		return nil, errors.New("proxyext: nil proxy URL")
+	}
+	if err := checkURL(u); err != nil {
+		return nil, err
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "socks5", "socks5h":
@@ -128,6 +132,84 @@ func (s *socksDialer) Listen(ctx context.Context, network, address string) (net.
 // String returns the proxy's URL, redacted.
 func (s *socksDialer) String() string { return s.url }
 
+// Format prints String for every verb.
+func (s *socksDialer) Format(f fmt.State, verb rune) { formatAs(f, verb, s.url) }
+
+// formatAs prints text for verb: quoted for %q, as it is for any other.
+// The dialers and errors of this package hold credentials, so none lets
+// the fmt package print its fields.
+func formatAs(f fmt.State, verb rune, text string) {
+	if verb == 'q' {
+		text = strconv.Quote(text)
+	}
+	io.WriteString(f, text)
+}
+
+// checkURL rejects a proxy URL that was not read as its writer meant:
+//
+//   - an "@" outside the userinfo. A password holding an unescaped "/",
+//     "?" or "#" ends the authority early, so that
+//     "socks5h://user:4711/pw@host" parses as host "user", port 4711 and a
+//     path. Such a URL names the wrong host (one that would be looked up
+//     in DNS) and prints the password wherever the URL is printed.
+//   - a host with more than one ":" outside brackets: an IPv6 address
+//     without brackets, whose last group would be read as the port.
+//   - brackets around something other than an IPv6 address.
+//
+// The error names the URL with everything before the last "@" but the user
+// name replaced (see redactText), since the password's extent is unknown.
+func checkURL(u *url.URL) error {
+	for _, part := range []string{u.Opaque, u.Path, u.RawPath, u.RawQuery, u.Fragment, u.RawFragment} {
+		if strings.Contains(part, "@") {
+			return &configError{url: redactText(u.String()), err: errAtOutsideUserinfo}
+		}
+	}
+	if err := checkHost(u.Host); err != nil {
+		return urlError(u, err)
+	}
+	return nil
+}
+
+// checkText is checkURL for the text of a URL, before it is parsed: the
+// parser's own errors would quote a misread password ("invalid port
+// \":pw\" after host").
+func checkText(raw string) error {
+	_, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return nil
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	if strings.Contains(rest[end:], "@") {
+		return errAtOutsideUserinfo
+	}
+	authority := rest[:end]
+	return checkHost(authority[strings.LastIndex(authority, "@")+1:])
+}
+
+var errAtOutsideUserinfo = errors.New(`"@" after the host: percent-encode "/", "?", "#" and "@" in the user name and password (%2F, %3F, %23, %40)`)
+
+// checkHost checks the host[:port] of a URL's authority.
+func checkHost(hostport string) error {
+	if host, ok := strings.CutPrefix(hostport, "["); ok {
+		host, _, closed := strings.Cut(host, "]")
+		if !closed {
+			return nil // the URL parser says so
+		}
+		host, _, _ = strings.Cut(host, "%") // a zone
+		if ip, err := netip.ParseAddr(host); err != nil || !ip.Is6() {
+			return errors.New("brackets around something other than an IPv6 address")
+		}
+		return nil
+	}
+	if strings.Count(hostport, ":") > 1 {
+		return errors.New("IPv6 address without brackets: write it as [2001:db8::1] or [2001:db8::1]:1080")
+	}
+	return nil
+}
+
 // hostPort returns the host and port of u, with def as the port when u has
 // none.
 func hostPort(u *url.URL, def string) (string, error) {
@@ -191,6 +273,9 @@ func (e *configError) Error() string {
 }
 
 func (e *configError) Unwrap() error { return e.err }
+
+// Format prints Error for every verb: the fields hold the password.
+func (e *configError) Format(f fmt.State, verb rune) { formatAs(f, verb, e.Error()) }
 
 // contextDialer gives a plain proxy.Dialer a DialContext.
 type contextDialer struct{ d proxy.Dialer }
