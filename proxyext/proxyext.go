@@ -86,7 +86,8 @@ func Redact(u *url.URL) string {
 // socksDialer is the dialer of socks5 and socks5h URLs.
 type socksDialer struct {
 	d   *socksbind.Dialer
-	url string // redacted
+	url string              // redacted
+	mux socksbind.Multiplex // the bind query parameter
 }
 
 func newSOCKS(u *url.URL, forward proxy.Dialer) (proxy.Dialer, error) {
@@ -106,7 +107,30 @@ func newSOCKS(u *url.URL, forward proxy.Dialer) (proxy.Dialer, error) {
 		return nil, urlError(u, err)
 	}
 	d.ResolveLocally = strings.EqualFold(u.Scheme, "socks5")
-	return &socksDialer{d: d, url: Redact(u)}, nil
+	mux, err := bindMode(u)
+	if err != nil {
+		return nil, urlError(u, err)
+	}
+	return &socksDialer{d: d, url: Redact(u), mux: mux}, nil
+}
+
+// bindMode reads the bind query parameter of a SOCKS5 URL: absent for
+// standard BIND, "mux" for GOST's multiplexed BIND, "auto" for whichever
+// the proxy has. Other query parameters are ignored, as they always were.
+func bindMode(u *url.URL) (socksbind.Multiplex, error) {
+	q, _ := url.ParseQuery(u.RawQuery)
+	v, ok := q["bind"]
+	switch {
+	case !ok:
+		return socksbind.MultiplexOff, nil
+	case len(v) > 1:
+		return 0, errors.New("bind given more than once")
+	case v[0] == "mux":
+		return socksbind.MultiplexOn, nil
+	case v[0] == "auto":
+		return socksbind.MultiplexAuto, nil
+	}
+	return 0, fmt.Errorf("invalid bind=%s: want bind=mux or bind=auto, or no bind for standard BIND", url.QueryEscape(v[0]))
 }
 
 // Dial connects to address through the proxy.
@@ -120,13 +144,19 @@ func (s *socksDialer) DialContext(ctx context.Context, network, address string) 
 	return s.d.DialContext(ctx, network, address)
 }
 
-// Listen asks the proxy to listen; see [socksbind.ListenConfig.Listen].
+// Listen asks the proxy to listen; see [socksbind.ListenConfig.Listen]. The
+// URL's bind parameter selects the command.
 func (s *socksDialer) Listen(ctx context.Context, network, address string) (net.Listener, error) {
-	l, err := s.d.Listen(ctx, network, address)
+	lc := s.listenConfig()
+	l, err := lc.Listen(ctx, network, address)
 	if err != nil {
 		return nil, err
 	}
 	return l, nil
+}
+
+func (s *socksDialer) listenConfig() socksbind.ListenConfig {
+	return socksbind.ListenConfig{Dialer: s.d, Multiplex: s.mux}
 }
 
 // String returns the proxy's URL, redacted.

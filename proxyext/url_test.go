@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/socksbind/socksbind"
 )
 
 // TestURLMisreadings gives proxy URLs that a URL parser reads other than
@@ -74,6 +76,57 @@ func TestURLMisreadings(t *testing.T) {
 			assert.NotContains(t, fmt.Sprintf("%v %+v %#v %s", d, d, d, d), pass, raw)
 		}
 	})
+}
+
+// TestBindQuery checks the bind parameter of a SOCKS5 URL.
+func TestBindQuery(t *testing.T) {
+	tests := []struct {
+		query   string
+		want    socksbind.Multiplex
+		wantErr string
+	}{
+		{"", socksbind.MultiplexOff, ""},
+		{"?bind=mux", socksbind.MultiplexOn, ""},
+		{"?bind=auto", socksbind.MultiplexAuto, ""},
+		{"?other=1&bind=mux", socksbind.MultiplexOn, ""},
+		{"?other=1", socksbind.MultiplexOff, ""},
+		{"?bind=", 0, "invalid bind=: want bind=mux or bind=auto"},
+		{"?bind=MUX", 0, "invalid bind=MUX"},
+		{"?bind=off", 0, "invalid bind=off"},
+		{"?bind=mux&bind=auto", 0, "bind given more than once"},
+		{"?bind=%0a", 0, "invalid bind=%0A"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.query, func(t *testing.T) {
+			for _, scheme := range []string{"socks5", "socks5h"} {
+				u := mustParse(t, scheme+"://user:"+secret+"@127.0.0.1:1080"+tt.query)
+				d, err := FromURL(u, nil)
+				if tt.wantErr != "" {
+					require.Error(t, err)
+					assert.Contains(t, err.Error(), tt.wantErr)
+					assert.Contains(t, err.Error(), Redact(u), "the error names the URL, redacted")
+					assertNoSecret(t, secret, err)
+					continue
+				}
+				require.NoError(t, err)
+				assert.Equal(t, tt.want, d.(*socksDialer).listenConfig().Multiplex)
+				assert.Same(t, d.(*socksDialer).d, d.(*socksDialer).listenConfig().Dialer)
+			}
+			t.Setenv("ALL_PROXY", "socks5h://127.0.0.1:1080"+tt.query)
+			env, err := FromEnvironment()
+			if tt.wantErr != "" {
+				assert.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			ld := env.(*envListenDialer).ld.(*socksDialer)
+			assert.Equal(t, tt.want, ld.listenConfig().Multiplex)
+		})
+	}
+	// An HTTP proxy cannot listen: bind means nothing to it, like any
+	// other parameter.
+	_, err := FromURL(mustParse(t, "http://127.0.0.1:3128?bind=anything"), nil)
+	assert.NoError(t, err)
 }
 
 // TestNothingPrintsCredentials prints the dialers and errors of this
