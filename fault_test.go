@@ -283,13 +283,11 @@ func wantSuccess(t *testing.T, r faultResult) {
 	require.NoError(t, r.err)
 }
 
-// wantData wants success and exactly data on the connection, then its end.
+// wantData wants success and exactly data on the connection, then its end
+// (the script must end with a Cut).
 func wantData(data []byte) func(*testing.T, faultResult) {
 	return func(t *testing.T, r faultResult) {
 		require.NoError(t, r.err)
-		if r.conn == nil {
-			return // Listen alone
-		}
 		r.conn.SetDeadline(time.Now().Add(10 * time.Second))
 		got, err := io.ReadAll(r.conn)
 		require.NoError(t, err)
@@ -473,7 +471,7 @@ func TestFault(t *testing.T) {
 				name:  s.String() + "/a byte a millisecond",
 				at:    s,
 				fault: []hostile.Step{hostile.Drip(goodReply(s), time.Millisecond)},
-				check: wantData(nil),
+				check: wantSuccess,
 			})
 		}
 		faultGroup(t, log, cases)
@@ -547,7 +545,7 @@ func TestFault(t *testing.T) {
 			for atyp := 0; atyp < 256; atyp++ {
 				check := wantErr(socksbind.ErrProtocolViolation)
 				if atyp == 1 || atyp == 3 || atyp == 4 {
-					check = wantData(nil)
+					check = wantSuccess
 				}
 				cases = append(cases, faultCase{
 					name:  fmt.Sprintf("%v/%d", s, atyp),
@@ -604,10 +602,10 @@ func TestFault(t *testing.T) {
 			switch m {
 			case 0:
 				steps = append(steps, hostile.ReadRequest(), hostile.Write(goodReply(stageConnect)))
-				check = wantData(nil)
+				check = wantSuccess
 			case 2:
 				steps = append(steps, hostile.ReadUserPass(), hostile.Write(goodReply(stageAuth)), hostile.ReadRequest(), hostile.Write(goodReply(stageConnect)))
-				check = wantData(nil)
+				check = wantSuccess
 			case 0xff:
 				check = wantErr(socksbind.ErrNoAcceptableAuth)
 			default:
@@ -623,7 +621,7 @@ func TestFault(t *testing.T) {
 		for st := 0; st < 256; st++ {
 			check := wantErr(socksbind.ErrAuthRejected)
 			if st == 0 {
-				check = wantData(nil)
+				check = wantSuccess
 			}
 			cases = append(cases, faultCase{
 				name:  fmt.Sprint(st),
@@ -688,7 +686,7 @@ func TestFault(t *testing.T) {
 			cases = append(cases, faultCase{
 				name:     s.String(),
 				at:       s,
-				fault:    []hostile.Step{hostile.Write(append(goodReply(s), data...))},
+				fault:    []hostile.Step{hostile.Write(append(goodReply(s), data...)), hostile.Cut()},
 				check:    wantData(data),
 				maxAlloc: 1 << 20,
 			})

@@ -109,7 +109,7 @@ func TestHTTPConnectHeadLimit(t *testing.T) {
 		pad := maxResponseHead - len(status) - len("X: \r\n\r\n")
 		head := status + "X: " + strings.Repeat("a", pad) + "\r\n\r\n"
 		require.Len(t, head, maxResponseHead)
-		d := hostileHTTP(t, hostile.Write([]byte(head+"tunnel")))
+		d := hostileHTTP(t, hostile.Write([]byte(head+"tunnel")), hostile.Cut())
 		c, err := d.Dial("tcp", "127.0.0.1:9")
 		require.NoError(t, err)
 		defer c.Close()

@@ -4,10 +4,15 @@
 // withhold the answers. It speaks no protocol of its own: the script holds
 // every byte it sends.
 //
-// When the script ends without a [Cut] or a [Reset], the proxy closes its
-// writing side and reads until the client closes, so that nothing the
-// client sent late turns the close into a reset. [Server.Close] ends every
-// step at once and waits for every goroutine the server started.
+// When the script ends, the proxy reads until the client closes. Then, as
+// when a step fails or the server closes, it closes with a reset
+// (SO_LINGER 0): the client sees no end of file from the proxy, so a test
+// that wants one ends its script with [Cut]. The reset spares both ends
+// the TIME_WAIT state, which holds a port for a minute: a suite that opens
+// thousands of connections would otherwise run out of ports, all the more
+// when several test processes share the machine. Only a [Cut] leaves a
+// TIME_WAIT, at the proxy's end. [Server.Close] ends every step at once
+// and waits for every goroutine the server started.
 package hostile
 
 import (
@@ -95,7 +100,8 @@ func Flood(r io.Reader) Step {
 }
 
 // Cut closes the proxy's writing side, so the client reads an end of file,
-// and ends the script.
+// and ends the script; the proxy then reads until the client closes, and
+// closes.
 func Cut() Step {
 	return func(c *Conn) error {
 		c.CloseWrite()
@@ -214,8 +220,28 @@ func NewServer(script ...Step) *Server {
 		panic(fmt.Sprintf("hostile: failed to listen on a port: %v", err))
 	}
 	s := &Server{ln: ln, script: script, done: make(chan struct{})}
-	s.wg.Go(func() { tracker.Serve(ln, &s.conns, &s.wg, s.handle) })
+	s.wg.Go(func() { tracker.Serve(resetListener{ln}, &s.conns, &s.wg, s.handle) })
 	return s
+}
+
+// resetListener accepts connections that close with a reset.
+type resetListener struct{ net.Listener }
+
+func (l resetListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return resetConn{c.(*net.TCPConn)}, nil
+}
+
+// resetConn closes with a reset (SO_LINGER 0), whoever closes it: the end
+// of a script, or Server.Close while the client has not closed yet.
+type resetConn struct{ *net.TCPConn }
+
+func (c resetConn) Close() error {
+	c.SetLinger(0)
+	return c.TCPConn.Close()
 }
 
 // Addr returns the address the server listens on, "127.0.0.1:PORT".
@@ -244,17 +270,17 @@ func (s *Server) handle(nc net.Conn) {
 	s.mu.Lock()
 	s.accepted++
 	s.mu.Unlock()
-	c := &Conn{TCPConn: nc.(*net.TCPConn), Done: s.done}
+	c := &Conn{TCPConn: nc.(resetConn).TCPConn, Done: s.done}
 	for _, step := range s.script {
 		if err := step(c); err != nil {
 			if err == errCut {
-				// Wait for the client to close after a cut, so
-				// that the close sends no reset.
+				// The client reads the end of file, then closes;
+				// a reset before that could overtake the end of
+				// file.
 				io.Copy(io.Discard, c)
 			}
 			return
 		}
 	}
-	c.CloseWrite()
 	io.Copy(io.Discard, c)
 }
