@@ -274,7 +274,7 @@ func TestHTTPConnect(t *testing.T) {
 			leakcheck.Check(t)
 			target := "127.0.0.1:" + echoServer(t)
 			if tt.target == "closed" {
-				target = "127.0.0.1:" + freePort(t)
+				target = refusedAddr(t)
 			}
 			cp := connectproxy.NewUnstartedServer()
 			cp.Users = tt.users
