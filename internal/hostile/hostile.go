@@ -207,9 +207,6 @@ type Server struct {
 	once   sync.Once
 	wg     sync.WaitGroup
 	conns  tracker.Set
-
-	mu       sync.Mutex
-	accepted int
 }
 
 // NewServer starts a Server on a port of 127.0.0.1 that plays script on
@@ -247,13 +244,6 @@ func (c resetConn) Close() error {
 // Addr returns the address the server listens on, "127.0.0.1:PORT".
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Accepted returns how many connections the server has accepted.
-func (s *Server) Accepted() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.accepted
-}
-
 // Close stops the server: it closes the listener and every connection, and
 // waits for every step to return. It is safe to call more than once.
 func (s *Server) Close() {
@@ -267,9 +257,6 @@ func (s *Server) Close() {
 
 func (s *Server) handle(nc net.Conn) {
 	defer s.conns.Release(nc)
-	s.mu.Lock()
-	s.accepted++
-	s.mu.Unlock()
 	c := &Conn{TCPConn: nc.(resetConn).TCPConn, Done: s.done}
 	for _, step := range s.script {
 		if err := step(c); err != nil {
