@@ -196,7 +196,9 @@ func TestChainListen(t *testing.T) {
 			ch := tt.build(t)
 			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 			defer cancel()
-			ln, err := ch.d.Listen(ctx, "tcp", ":"+freePort(t))
+			ln, err := listenFreePort(t, func(address string) (net.Listener, error) {
+				return ch.d.Listen(ctx, "tcp", address)
+			})
 			require.NoError(t, err)
 			_, ok := ln.(*socksbind.Listener)
 			assert.True(t, ok, "%T", ln)

@@ -14,12 +14,40 @@
 //	anything else                        golang.org/x/net/proxy.FromURL, which knows
 //	                                     the schemes of proxy.RegisterDialerType
 //
-// SOCKS5 proxies default to port 1080. The userinfo of a SOCKS5 URL becomes
-// RFC 1929 username/password credentials (a user without a password sends
-// an empty password); that of an HTTP URL becomes a Basic
-// Proxy-Authorization header. What FromURL returns for socks5 and socks5h
+// SOCKS5 proxies default to port 1080. An IPv6 address is written in
+// brackets ("socks5h://[2001:db8::1]:1080"); without them it is an error,
+// never read as an address and a port. A user name or password holding
+// "/", "?", "#" or "@" must be percent-encoded (%2F, %3F, %23, %40): an
+// unencoded "/", "?" or "#" ends the host early, and a URL left with an "@"
+// after its host is an error, never a connection to a wrong host.
+//
+// The userinfo of a SOCKS5 URL becomes RFC 1929 username/password
+// credentials (a user without a password sends an empty password); that
+// of an HTTP URL becomes a Basic Proxy-Authorization header. What FromURL returns for socks5 and socks5h
 // also listens with the BIND command: find that with a type assertion to
 // [ListenDialer]. An HTTP CONNECT dialer cannot listen.
+//
+// The query parameter bind of a socks5 or socks5h URL selects how its
+// [ListenDialer] listens ([socksbind.ListenConfig.Multiplex]):
+//
+//	no bind     standard BIND (RFC 1928), socksbind.MultiplexOff
+//	bind=mux    GOST's multiplexed BIND, socksbind.MultiplexOn
+//	bind=auto   multiplexed BIND when the proxy has it, socksbind.MultiplexAuto
+//
+// Any other value of bind, or bind given twice, is an error. Other query
+// parameters, and bind in an http or https URL, are ignored.
+//
+// # HTTP CONNECT
+//
+// The handshake with an HTTP proxy (reaching it, TLS for https, CONNECT
+// and the proxy's answer) is bounded by the context of DialContext and,
+// when the context sets no earlier deadline, by
+// [socksbind.DefaultHandshakeTimeout]; the expiry of that bound matches
+// [os.ErrDeadlineExceeded]. The head of the proxy's answer (status line and
+// header fields) may be at most 64 KiB, the default limit of Squid; a
+// longer one is an error matching [socksbind.ErrProtocolViolation]. Any
+// 2xx status opens the tunnel, and the bytes that follow the head belong to
+// it.
 //
 // # Chains
 //
@@ -57,13 +85,21 @@
 // Dial and listen errors are *net.OpError, as in socksbind: the SOCKS5
 // dialers return socksbind's own, and the HTTP CONNECT dialer one with Op
 // "proxy connect", Source the proxy and Addr the target. A CONNECT the
-// proxy refuses carries its status line; a 407 matches
-// [socksbind.ErrAuthRejected] and a 403 [socksbind.ErrNotAllowed]. A
-// cancelled context matches [context.Canceled] through every hop. Errors
-// about a proxy URL start with "proxyext: " and name the URL redacted.
+// proxy refuses carries its status code and reason phrase, quoted as a Go
+// string literal so that the proxy's bytes cannot pass for anything else
+// (proxy refused the tunnel: 403 "Forbidden"); a 407 matches
+// [socksbind.ErrAuthRejected] and a 403 [socksbind.ErrNotAllowed]. An
+// answer cut short names the stage, "HTTP CONNECT response: unexpected
+// EOF", and matches [io.ErrUnexpectedEOF]. A cancelled context matches
+// [context.Canceled] through every hop. Errors about a proxy URL start
+// with "proxyext: " and name the URL redacted.
 //
 // # Secrets
 //
 // A URL is only ever printed by [Redact], with its password replaced by
-// "xxxxx": no error or String method of this package shows a password.
+// "xxxxx": no error or String method of this package shows a password, nor
+// does any verb of the fmt package applied to a dialer or an error of this
+// package (%v, %+v, %#v and the others). When a URL was misread (an "@"
+// after the host), everything between the scheme and the last "@" but the
+// user name is replaced, as the password's extent is unknown.
 package proxyext

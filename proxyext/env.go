@@ -109,11 +109,11 @@ func (e *environment) proxyAddr() net.Addr {
 	return textAddr(e.proxy.Host)
 }
 
-// getenv returns the first of names that is set and not empty, and its
+// firstSet returns the first of names that is set and not empty, and its
 // value.
-func getenv(names ...string) (string, string) {
+func firstSet(getenv func(string) string, names ...string) (string, string) {
 	for _, n := range names {
-		if v := os.Getenv(n); v != "" {
+		if v := getenv(n); v != "" {
 			return n, v
 		}
 	}
@@ -121,10 +121,19 @@ func getenv(names ...string) (string, string) {
 }
 
 func readEnvironment(forward proxy.Dialer) (*environment, error) {
+	return readEnvironmentFrom(os.Getenv, forward)
+}
+
+// readEnvironmentFrom is readEnvironment with getenv in place of
+// os.Getenv.
+func readEnvironmentFrom(getenv func(string) string, forward proxy.Dialer) (*environment, error) {
 	direct := asContextDialer(forward)
-	name, raw := getenv("ALL_PROXY", "all_proxy")
+	name, raw := firstSet(getenv, "ALL_PROXY", "all_proxy")
 	if raw == "" {
 		return &environment{name: name, dialer: direct}, nil
+	}
+	if err := checkText(raw); err != nil {
+		return nil, &configError{env: name, url: redactText(raw), err: err}
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -141,7 +150,7 @@ func readEnvironment(forward proxy.Dialer) (*environment, error) {
 		}
 		return nil, err
 	}
-	_, noProxy := getenv("NO_PROXY", "no_proxy")
+	_, noProxy := firstSet(getenv, "NO_PROXY", "no_proxy")
 	// httpproxy decides; the proxy URL it is given only stands for "use
 	// the proxy", since it does not know every scheme.
 	cfg := httpproxy.Config{HTTPSProxy: "http://proxy.invalid", NoProxy: noProxy}
@@ -218,6 +227,9 @@ type envDialer struct {
 
 // String returns the proxy's URL, redacted.
 func (e *envDialer) String() string { return e.url }
+
+// Format prints String for every verb.
+func (e *envDialer) Format(f fmt.State, verb rune) { formatAs(f, verb, e.url) }
 
 // Dial connects to address, through the proxy unless NO_PROXY exempts it.
 func (e *envDialer) Dial(network, address string) (net.Conn, error) {

@@ -302,16 +302,20 @@ func TestListen(t *testing.T) {
 			for k, v := range tt.env {
 				t.Setenv(k, s.expand(v))
 			}
-			address := tt.address
-			if address == "" {
-				address = ":" + freePort(t)
-			}
 			listen := Listen
 			if tt.proxy {
 				listen = ListenProxy
 			}
 			ctx := context.Background()
-			ln, err := listen(ctx, "tcp", address)
+			var ln net.Listener
+			var err error
+			if tt.address == "" {
+				ln, err = listenFreePort(t, func(address string) (net.Listener, error) {
+					return listen(ctx, "tcp", address)
+				})
+			} else {
+				ln, err = listen(ctx, "tcp", tt.address)
+			}
 			if tt.wantErrIs != nil || tt.wantErr != "" {
 				require.Error(t, err)
 				var oe *net.OpError

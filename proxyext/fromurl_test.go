@@ -266,15 +266,15 @@ func TestHTTPConnect(t *testing.T) {
 		{name: "https credentials", tls: true, users: map[string]string{"user": secret}, userinfo: "user:" + secret + "@", wantUser: "user"},
 		{name: "credentials missing", users: map[string]string{"user": secret}, wantErrIs: socksbind.ErrAuthRejected, wantErr: "proxy authentication required: 407"},
 		{name: "credentials wrong", users: map[string]string{"user": "other"}, userinfo: "user:" + secret + "@", wantErrIs: socksbind.ErrAuthRejected, wantErr: "proxy authentication required: 407"},
-		{name: "forbidden", refuse: http.StatusForbidden, userinfo: "user:" + secret + "@", wantErrIs: socksbind.ErrNotAllowed, wantErr: "proxy refused the tunnel: 403 Forbidden"},
-		{name: "bad gateway", target: "closed", wantErr: "proxy refused the tunnel: 502 Bad Gateway"},
+		{name: "forbidden", refuse: http.StatusForbidden, userinfo: "user:" + secret + "@", wantErrIs: socksbind.ErrNotAllowed, wantErr: `proxy refused the tunnel: 403 "Forbidden"`},
+		{name: "bad gateway", target: "closed", wantErr: `proxy refused the tunnel: 502 "Bad Gateway"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			leakcheck.Check(t)
 			target := "127.0.0.1:" + echoServer(t)
 			if tt.target == "closed" {
-				target = "127.0.0.1:" + freePort(t)
+				target = refusedAddr(t)
 			}
 			cp := connectproxy.NewUnstartedServer()
 			cp.Users = tt.users

@@ -21,7 +21,9 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/net/proxy"
 
+	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/connectproxy"
+	"github.com/socksbind/socksbind/internal/hostile"
 )
 
 // testTimeout is a safety net against a hung test, never a wait.
@@ -98,6 +100,32 @@ func freePort(t *testing.T) string {
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	require.NoError(t, ln.Close())
 	return port
+}
+
+// refusedAddr returns an address of 127.0.0.1 that refuses connections
+// until the test ends.
+func refusedAddr(t *testing.T) string {
+	t.Helper()
+	addr, release, err := hostile.RefusedAddr()
+	require.NoError(t, err)
+	t.Cleanup(release)
+	return addr
+}
+
+// listenFreePort calls listen with ":PORT", PORT a port that was free a
+// moment ago, and again with another port while the proxy reports that it
+// bound a different one because the port was taken meanwhile (by another
+// test process, or as the local port of an outgoing connection).
+func listenFreePort(t *testing.T, listen func(address string) (net.Listener, error)) (net.Listener, error) {
+	t.Helper()
+	for range 4 {
+		ln, err := listen(":" + freePort(t))
+		if !errors.Is(err, socksbind.ErrAddressInUse) {
+			return ln, err
+		}
+		t.Logf("port taken meanwhile, trying another: %v", err)
+	}
+	return listen(":" + freePort(t))
 }
 
 // serveHTTP runs an unchanged http.Serve on ln until the test ends, and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"net/url"
@@ -50,6 +51,9 @@ func FromURL(u *url.URL, forward proxy.Dialer) (proxy.Dialer, error) {
 	if u == nil {
 		return nil, errors.New("proxyext: nil proxy URL")
 	}
+	if err := checkURL(u); err != nil {
+		return nil, err
+	}
 	switch strings.ToLower(u.Scheme) {
 	case "socks5", "socks5h":
 		return newSOCKS(u, forward)
@@ -82,7 +86,8 @@ func Redact(u *url.URL) string {
 // socksDialer is the dialer of socks5 and socks5h URLs.
 type socksDialer struct {
 	d   *socksbind.Dialer
-	url string // redacted
+	url string              // redacted
+	mux socksbind.Multiplex // the bind query parameter
 }
 
 func newSOCKS(u *url.URL, forward proxy.Dialer) (proxy.Dialer, error) {
@@ -102,7 +107,30 @@ func newSOCKS(u *url.URL, forward proxy.Dialer) (proxy.Dialer, error) {
 		return nil, urlError(u, err)
 	}
 	d.ResolveLocally = strings.EqualFold(u.Scheme, "socks5")
-	return &socksDialer{d: d, url: Redact(u)}, nil
+	mux, err := bindMode(u)
+	if err != nil {
+		return nil, urlError(u, err)
+	}
+	return &socksDialer{d: d, url: Redact(u), mux: mux}, nil
+}
+
+// bindMode reads the bind query parameter of a SOCKS5 URL: absent for
+// standard BIND, "mux" for GOST's multiplexed BIND, "auto" for whichever
+// the proxy has. Other query parameters are ignored, as they always were.
+func bindMode(u *url.URL) (socksbind.Multiplex, error) {
+	q, _ := url.ParseQuery(u.RawQuery)
+	v, ok := q["bind"]
+	switch {
+	case !ok:
+		return socksbind.MultiplexOff, nil
+	case len(v) > 1:
+		return 0, errors.New("bind given more than once")
+	case v[0] == "mux":
+		return socksbind.MultiplexOn, nil
+	case v[0] == "auto":
+		return socksbind.MultiplexAuto, nil
+	}
+	return 0, fmt.Errorf("invalid bind=%s: want bind=mux or bind=auto, or no bind for standard BIND", url.QueryEscape(v[0]))
 }
 
 // Dial connects to address through the proxy.
@@ -116,17 +144,101 @@ func (s *socksDialer) DialContext(ctx context.Context, network, address string) 
 	return s.d.DialContext(ctx, network, address)
 }
 
-// Listen asks the proxy to listen; see [socksbind.ListenConfig.Listen].
+// Listen asks the proxy to listen; see [socksbind.ListenConfig.Listen]. The
+// URL's bind parameter selects the command.
 func (s *socksDialer) Listen(ctx context.Context, network, address string) (net.Listener, error) {
-	l, err := s.d.Listen(ctx, network, address)
+	lc := s.listenConfig()
+	l, err := lc.Listen(ctx, network, address)
 	if err != nil {
 		return nil, err
 	}
 	return l, nil
 }
 
+func (s *socksDialer) listenConfig() socksbind.ListenConfig {
+	return socksbind.ListenConfig{Dialer: s.d, Multiplex: s.mux}
+}
+
 // String returns the proxy's URL, redacted.
 func (s *socksDialer) String() string { return s.url }
+
+// Format prints String for every verb.
+func (s *socksDialer) Format(f fmt.State, verb rune) { formatAs(f, verb, s.url) }
+
+// formatAs prints text for verb: quoted for %q, as it is for any other.
+// The dialers and errors of this package hold credentials, so none lets
+// the fmt package print its fields.
+func formatAs(f fmt.State, verb rune, text string) {
+	if verb == 'q' {
+		text = strconv.Quote(text)
+	}
+	io.WriteString(f, text)
+}
+
+// checkURL rejects a proxy URL that was not read as its writer meant:
+//
+//   - an "@" outside the userinfo. A password holding an unescaped "/",
+//     "?" or "#" ends the authority early, so that
+//     "socks5h://user:4711/pw@host" parses as host "user", port 4711 and a
+//     path. Such a URL names the wrong host (one that would be looked up
+//     in DNS) and prints the password wherever the URL is printed.
+//   - a host with more than one ":" outside brackets: an IPv6 address
+//     without brackets, whose last group would be read as the port.
+//   - brackets around something other than an IPv6 address.
+//
+// The error names the URL with everything before the last "@" but the user
+// name replaced (see redactText), since the password's extent is unknown.
+func checkURL(u *url.URL) error {
+	for _, part := range []string{u.Opaque, u.Path, u.RawPath, u.RawQuery, u.Fragment, u.RawFragment} {
+		if strings.Contains(part, "@") {
+			return &configError{url: redactText(u.String()), err: errAtOutsideUserinfo}
+		}
+	}
+	if err := checkHost(u.Host); err != nil {
+		return urlError(u, err)
+	}
+	return nil
+}
+
+// checkText is checkURL for the text of a URL, before it is parsed: the
+// parser's own errors would quote a misread password ("invalid port
+// \":pw\" after host").
+func checkText(raw string) error {
+	_, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return nil
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	if strings.Contains(rest[end:], "@") {
+		return errAtOutsideUserinfo
+	}
+	authority := rest[:end]
+	return checkHost(authority[strings.LastIndex(authority, "@")+1:])
+}
+
+var errAtOutsideUserinfo = errors.New(`"@" after the host: percent-encode "/", "?", "#" and "@" in the user name and password (%2F, %3F, %23, %40)`)
+
+// checkHost checks the host[:port] of a URL's authority.
+func checkHost(hostport string) error {
+	if host, ok := strings.CutPrefix(hostport, "["); ok {
+		host, _, closed := strings.Cut(host, "]")
+		if !closed {
+			return nil // the URL parser says so
+		}
+		host, _, _ = strings.Cut(host, "%") // a zone
+		if ip, err := netip.ParseAddr(host); err != nil || !ip.Is6() {
+			return errors.New("brackets around something other than an IPv6 address")
+		}
+		return nil
+	}
+	if strings.Count(hostport, ":") > 1 {
+		return errors.New("IPv6 address without brackets: write it as [2001:db8::1] or [2001:db8::1]:1080")
+	}
+	return nil
+}
 
 // hostPort returns the host and port of u, with def as the port when u has
 // none.
@@ -191,6 +303,9 @@ func (e *configError) Error() string {
 }
 
 func (e *configError) Unwrap() error { return e.err }
+
+// Format prints Error for every verb: the fields hold the password.
+func (e *configError) Format(f fmt.State, verb rune) { formatAs(f, verb, e.Error()) }
 
 // contextDialer gives a plain proxy.Dialer a DialContext.
 type contextDialer struct{ d proxy.Dialer }

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socksbind/socksbind/internal/connectproxy"
+	"github.com/socksbind/socksbind/internal/hostile"
 	"github.com/socksbind/socksbind/internal/leakcheck"
 )
 
@@ -168,10 +169,9 @@ func TestNotConnect(t *testing.T) {
 
 func TestBadGateway(t *testing.T) {
 	leakcheck.Check(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	closed, release, err := hostile.RefusedAddr()
 	require.NoError(t, err)
-	closed := ln.Addr().String()
-	ln.Close()
+	t.Cleanup(release)
 
 	srv := connectproxy.NewServer()
 	t.Cleanup(srv.Close)

@@ -167,8 +167,17 @@ func (a Addr) Host() string {
 	return a.IP.Unmap().String()
 }
 
+// String returns "host:port", with an IPv6 address in brackets. A name
+// that [ValidName] refuses (one a program made, since no reply carries
+// one) is written as a Go string literal with ASCII escapes, so that the
+// text never holds a control byte: a name "a", newline, "b" and port 80
+// give `"a\nb":80`.
 func (a Addr) String() string {
-	return net.JoinHostPort(a.Host(), strconv.Itoa(int(a.Port)))
+	port := strconv.Itoa(int(a.Port))
+	if a.Name != "" && !ValidName(a.Name) {
+		return strconv.QuoteToASCII(a.Name) + ":" + port
+	}
+	return net.JoinHostPort(a.Host(), port)
 }
 
 // ErrMalformed is the error every decoding failure wraps: the peer sent bytes
@@ -310,17 +319,20 @@ func AppendReply(b []byte, rep Reply, bnd Addr) []byte {
 	return b
 }
 
-// ReadRequest reads a request (server side).
+// ReadRequest reads a request (server side). Its domain name, if any, may
+// hold any bytes: what a server resolves is the server's business.
 func ReadRequest(r io.Reader) (Command, Addr, error) {
-	code, a, err := readMessage(r, nil)
+	code, a, err := readMessage(r, nil, false)
 	return Command(code), a, err
 }
 
 // ReadReply reads a reply (client side): exactly its head and its address,
-// never a byte more. scratch, when it has room for 22 bytes, spares an
-// allocation.
+// never a byte more. A domain name in the reply must pass [ValidName], or
+// the reply is malformed: the name becomes the address of a connection or a
+// listener, and its text reaches logs. scratch, when it has room for 22
+// bytes, spares an allocation.
 func ReadReply(r io.Reader, scratch []byte) (Reply, Addr, error) {
-	code, a, err := readMessage(r, scratch)
+	code, a, err := readMessage(r, scratch, true)
 	return Reply(code), a, err
 }
 
@@ -336,8 +348,9 @@ func scratchBuf(scratch []byte, n int) []byte {
 }
 
 // readMessage reads the shared shape of requests and replies. The reserved
-// byte is not checked: servers are known to send garbage there.
-func readMessage(r io.Reader, scratch []byte) (byte, Addr, error) {
+// byte is not checked: servers are known to send garbage there. hostName
+// holds a domain name to [ValidName].
+func readMessage(r io.Reader, scratch []byte, hostName bool) (byte, Addr, error) {
 	buf := scratchBuf(scratch, MaxFixedMessage)
 	if _, err := io.ReadFull(r, buf[:4]); err != nil {
 		return 0, Addr{}, unexpected(err)
@@ -370,6 +383,13 @@ func readMessage(r io.Reader, scratch []byte) (byte, Addr, error) {
 		n := len(rest) - 2
 		if n == 0 {
 			return 0, Addr{}, malformed("empty domain name")
+		}
+		if hostName {
+			for _, b := range rest[:n] {
+				if !nameByte(b) {
+					return 0, Addr{}, malformed("byte 0x%02x in domain name", b)
+				}
+			}
 		}
 		a.Name = string(rest[:n])
 		a.Port = uint16(rest[n])<<8 | uint16(rest[n+1])

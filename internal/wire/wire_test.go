@@ -106,6 +106,12 @@ func TestReadReply(t *testing.T) {
 		{"address type 2", []byte{5, 0, 0, 2, 0, 0, 0, 0, 0, 0}, ErrMalformed},
 		{"address type 0xff", []byte{5, 0, 0, 0xff, 0, 0, 0, 0, 0, 0}, ErrMalformed},
 		{"empty domain", []byte{5, 0, 0, 3, 0, 0, 0}, ErrMalformed},
+		{"domain with NUL", []byte{5, 0, 0, 3, 5, 'a', ':', 'b', 0, 'c', 0x9c, 0x40}, ErrMalformed},
+		{"domain with CR LF", []byte{5, 0, 0, 3, 4, 'a', '\r', '\n', 'b', 0, 1}, ErrMalformed},
+		{"domain with ESC", []byte{5, 0, 0, 3, 5, 0x1b, '[', '2', 'J', 'a', 0, 1}, ErrMalformed},
+		{"domain with colon", []byte{5, 0, 0, 3, 3, 'a', ':', 'b', 0, 1}, ErrMalformed},
+		{"domain with space", []byte{5, 0, 0, 3, 3, 'a', ' ', 'b', 0, 1}, ErrMalformed},
+		{"domain in UTF-8", []byte{5, 0, 0, 3, 3, 0xc3, 0xa9, 'b', 0, 1}, ErrMalformed},
 	}
 	for _, tt := range corrupted {
 		t.Run("corrupted/"+tt.name, func(t *testing.T) {
@@ -113,6 +119,58 @@ func TestReadReply(t *testing.T) {
 			assert.ErrorIs(t, err, tt.want)
 		})
 	}
+}
+
+// TestReplyNameBytes holds every byte value to the host-name rule: a
+// reply's domain name is refused unless each byte may be in a host name.
+func TestReplyNameBytes(t *testing.T) {
+	for b := 0; b < 256; b++ {
+		in := []byte{5, 0, 0, 3, 3, 'a', byte(b), 'z', 0, 80}
+		_, a, err := ReadReply(bytes.NewReader(in), nil)
+		allowed := 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || b == '-' || b == '.' || b == '_'
+		if allowed {
+			assert.NoError(t, err, "byte 0x%02x", b)
+			assert.Equal(t, "a"+string(rune(b))+"z:80", a.String())
+			continue
+		}
+		assert.ErrorIs(t, err, ErrMalformed, "byte 0x%02x", b)
+		if err != nil {
+			assert.True(t, printable(err.Error()), "the error holds no raw byte: %q", err.Error())
+		}
+	}
+	// A request's name is the server's to judge.
+	_, a, err := ReadRequest(bytes.NewReader([]byte{5, 1, 0, 3, 3, 'a', '\n', 'b', 0, 80}))
+	require.NoError(t, err)
+	assert.Equal(t, "a\nb", a.Name)
+}
+
+func TestValidName(t *testing.T) {
+	for _, name := range []string{"a", "example.com", "example.com.", "xn--bcher-kva.example", "_sip._tcp.example", "host-1", "127.0.0.1", strings.Repeat("a", 255)} {
+		assert.True(t, ValidName(name), name)
+	}
+	for _, name := range []string{"", "a b", "a:b", "[::1]", "b\u00fccher.example", "a\x00", "a%25eth0", "user@host", "a/b", strings.Repeat("a", 256)} {
+		assert.False(t, ValidName(name), name)
+	}
+}
+
+func TestAddrStringNeverControl(t *testing.T) {
+	assert.Equal(t, `"a\nb":80`, Addr{Name: "a\nb", Port: 80}.String())
+	assert.Equal(t, `"a:b\x00c":40000`, Addr{Name: "a:b\x00c", Port: 40000}.String())
+	assert.Equal(t, `"\x1b[2J":1`, Addr{Name: "\x1b[2J", Port: 1}.String())
+	assert.Equal(t, "example.com:443", Addr{Name: "example.com", Port: 443}.String())
+	assert.Equal(t, "[2001:db8::1]:80", Addr{IP: v6, Port: 80}.String())
+}
+
+func TestQuote(t *testing.T) {
+	assert.Equal(t, `"Forbidden"`, Quote("Forbidden"))
+	assert.Equal(t, `"a\r\nb\x1b[31m\u00e9\xff"`, Quote("a\r\nb\x1b[31m\u00e9\xff"))
+	long := Quote(strings.Repeat("x", 1000))
+	assert.Equal(t, `"`+strings.Repeat("x", MaxQuoted)+`"...`, long)
+}
+
+func TestEscape(t *testing.T) {
+	assert.Equal(t, `x509: certificate is valid for "a", not b`, Escape(`x509: certificate is valid for "a", not b`))
+	assert.Equal(t, `valid for evil\x1b[2J\r\n\u00e9\xff, not b`, Escape("valid for evil\x1b[2J\r\n\u00e9\xff, not b"))
 }
 
 func TestReadSmallMessages(t *testing.T) {
@@ -158,7 +216,8 @@ func TestStrings(t *testing.T) {
 
 // FuzzReadReply holds the parser to its contract on any input: it either
 // fails with ErrMalformed or a short read, or returns an address that
-// encodes back to exactly the bytes it consumed.
+// prints as printable ASCII and encodes back to exactly the bytes it
+// consumed.
 func FuzzReadReply(f *testing.F) {
 	f.Add([]byte{5, 0, 0, 1, 127, 0, 0, 1, 0, 80})
 	f.Add(append(append([]byte{5, 0, 0, 4}, v6.AsSlice()...), 0, 1))
@@ -172,6 +231,9 @@ func FuzzReadReply(f *testing.F) {
 				t.Fatalf("unexpected error %v", err)
 			}
 			return
+		}
+		if !printable(a.String()) {
+			t.Fatalf("address %q holds bytes that are not printable ASCII", a.String())
 		}
 		used := len(in) - r.Len()
 		b := AppendReply(nil, rep, a)
