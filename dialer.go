@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"time"
 
+	"github.com/socksbind/socksbind/internal/deadlines"
 	"golang.org/x/net/proxy"
 )
 
@@ -71,38 +71,20 @@ const DefaultHandshakeTimeout = 30 * time.Second
 // the earlier of ctx's deadline and the Dialer's handshake timeout. own
 // reports that the timeout, not ctx, set it.
 func (d *Dialer) handshakeDeadline(ctx context.Context) (deadline time.Time, own bool) {
-	deadline, _ = ctx.Deadline()
-	t := d.HandshakeTimeout
-	switch {
-	case t < 0:
-		return deadline, false
-	case t == 0:
-		t = DefaultHandshakeTimeout
-	}
-	if mine := time.Now().Add(t); deadline.IsZero() || mine.Before(deadline) {
-		return mine, true
-	}
-	return deadline, false
+	return deadlines.Bound(ctx, d.handshakeTimeout())
 }
 
-// handshakeTimeoutError reports a handshake that outlived
-// [Dialer.HandshakeTimeout]. It matches [os.ErrDeadlineExceeded].
-type handshakeTimeoutError struct {
-	d         time.Duration
-	pipelined bool
-}
-
-func (e *handshakeTimeoutError) Error() string {
-	s := "proxy did not complete the handshake within " + e.d.String()
-	if e.pipelined {
+// handshakeTimeoutError reports a handshake that outlived the Dialer's
+// handshake timeout.
+func (d *Dialer) handshakeTimeoutError(pipelined bool) error {
+	e := &deadlines.TimeoutError{Limit: d.handshakeTimeout()}
+	if pipelined {
 		// microsocks, for one, drops what follows the greeting and
 		// waits in silence.
-		s += " (it was pipelined: a proxy that cannot take that stays silent; set Dialer.Pipeline to false)"
+		e.Hint = "it was pipelined: a proxy that cannot take that stays silent; set Dialer.Pipeline to false"
 	}
-	return s
+	return e
 }
-func (e *handshakeTimeoutError) Unwrap() error { return os.ErrDeadlineExceeded }
-func (e *handshakeTimeoutError) Timeout() bool { return true }
 
 func (d *Dialer) handshakeTimeout() time.Duration {
 	if d.HandshakeTimeout == 0 {

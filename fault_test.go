@@ -38,11 +38,6 @@ import (
 // faultPassword is the password of every case; no error may show it.
 const faultPassword = "hunter2-fault-pw"
 
-// listenerNamesReply2 says whether the listener names the stage of a
-// second BIND reply cut short ("BIND reply 2: unexpected EOF"). The
-// listener being rewritten does; set it once that is merged.
-const listenerNamesReply2 = false
-
 // A faultStage is a message the proxy sends.
 type faultStage int
 
@@ -319,9 +314,7 @@ func wantCut(s faultStage) func(*testing.T, faultResult) {
 	return func(t *testing.T, r faultResult) {
 		require.Error(t, r.err)
 		assert.ErrorIs(t, r.err, io.ErrUnexpectedEOF)
-		if s != stageBind2 || listenerNamesReply2 {
-			assert.Contains(t, r.err.Error(), s.String()+": unexpected EOF")
-		}
+		assert.Contains(t, r.err.Error(), s.String()+": unexpected EOF")
 	}
 }
 

@@ -49,7 +49,7 @@ func (d *Dialer) handshake(ctx context.Context, cmd Command, network string, dst
 	c, err := d.dialProxy(ctx, deadline, own)
 	if err != nil {
 		if own && isTimeout(err) && ctx.Err() == nil {
-			err = &handshakeTimeoutError{d: d.handshakeTimeout()}
+			err = d.handshakeTimeoutError(false)
 		}
 		return nil, Addr{}, nil, opErr(err)
 	}
@@ -65,7 +65,7 @@ func (d *Dialer) handshake(ctx context.Context, cmd Command, network string, dst
 	if err = w.Done(err); err != nil {
 		c.Close()
 		if own && errors.Is(err, context.DeadlineExceeded) {
-			err = &handshakeTimeoutError{d: d.handshakeTimeout(), pipelined: pipeline}
+			err = d.handshakeTimeoutError(pipeline)
 		}
 		return nil, Addr{}, nil, opErr(err)
 	}
@@ -144,7 +144,9 @@ func exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command
 func pipelineMethod(auth []Authenticator) Authenticator {
 	var none Authenticator
 	for _, a := range auth {
-		switch a.(type) {
+		switch up := a.(type) {
+		case UsernamePassword:
+			return &up
 		case *UsernamePassword:
 			return a
 		case NoAuth, *NoAuth:

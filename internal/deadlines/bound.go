@@ -26,10 +26,15 @@ func Bound(ctx context.Context, limit time.Duration) (deadline time.Time, own bo
 // method reports true.
 type TimeoutError struct {
 	Limit time.Duration
+	Hint  string // said after the message, in parentheses, when not empty
 }
 
 func (e *TimeoutError) Error() string {
-	return "proxy did not complete the handshake within " + e.Limit.String()
+	s := "proxy did not complete the handshake within " + e.Limit.String()
+	if e.Hint != "" {
+		s += " (" + e.Hint + ")"
+	}
+	return s
 }
 
 func (e *TimeoutError) Unwrap() error { return os.ErrDeadlineExceeded }
