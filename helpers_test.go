@@ -91,11 +91,13 @@ func portOf(a net.Addr) int { return a.(*net.TCPAddr).Port }
 // freePort returns a port of 127.0.0.1 that is free now, for a test that
 // asks the proxy for a specific port. It is taken below the kernel's
 // ephemeral range, where no outgoing connection of another process can
-// take it (or leave it in TIME_WAIT) behind the test's back.
+// take it (or leave it in TIME_WAIT) behind the test's back, and below the
+// range the integration tests take theirs from (20000 and up), since go
+// test runs packages at once.
 func freePort(t *testing.T) int {
 	t.Helper()
 	for range 100 {
-		port := 20000 + rand.IntN(12000)
+		port := 10000 + rand.IntN(10000)
 		ln, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(port))
 		if err == nil {
 			ln.Close()
