@@ -34,8 +34,12 @@
 //	bind=mux    GOST's multiplexed BIND, socksbind.MultiplexOn
 //	bind=auto   multiplexed BIND when the proxy has it, socksbind.MultiplexAuto
 //
-// Any other value of bind, or bind given twice, is an error. Other query
-// parameters, and bind in an http or https URL, are ignored.
+// Any other value of bind, or bind given twice, is an error. The query
+// parameter pipeline=1 sets [socksbind.Dialer.Pipeline]: greeting,
+// authentication and request go out in one write (one round trip instead of
+// two or three; Dante and GOST answer it, microsocks cannot), and
+// pipeline=0 is the default. Other query parameters, and bind and pipeline
+// in an http or https URL, are ignored.
 //
 // # HTTP CONNECT
 //

@@ -111,7 +111,29 @@ func newSOCKS(u *url.URL, forward proxy.Dialer) (proxy.Dialer, error) {
 	if err != nil {
 		return nil, urlError(u, err)
 	}
+	if d.Pipeline, err = pipelineMode(u); err != nil {
+		return nil, urlError(u, err)
+	}
 	return &socksDialer{d: d, url: Redact(u), mux: mux}, nil
+}
+
+// pipelineMode reads the pipeline query parameter of a SOCKS5 URL:
+// pipeline=1 sets [socksbind.Dialer.Pipeline], pipeline=0 or no pipeline
+// leaves it off.
+func pipelineMode(u *url.URL) (bool, error) {
+	q, _ := url.ParseQuery(u.RawQuery)
+	v, ok := q["pipeline"]
+	switch {
+	case !ok:
+		return false, nil
+	case len(v) > 1:
+		return false, errors.New("pipeline given more than once")
+	case v[0] == "1":
+		return true, nil
+	case v[0] == "0":
+		return false, nil
+	}
+	return false, fmt.Errorf("invalid pipeline=%s: want pipeline=1 or pipeline=0", url.QueryEscape(v[0]))
 }
 
 // bindMode reads the bind query parameter of a SOCKS5 URL: absent for

@@ -174,3 +174,35 @@ func TestNothingPrintsCredentials(t *testing.T) {
 		assert.NotContains(t, fmt.Sprintf("%#v", v), basic, "%T", v)
 	}
 }
+
+// TestPipelineQuery checks the pipeline parameter of a SOCKS5 URL.
+func TestPipelineQuery(t *testing.T) {
+	tests := []struct {
+		query   string
+		want    bool
+		wantErr string
+	}{
+		{"", false, ""},
+		{"?pipeline=1", true, ""},
+		{"?pipeline=0", false, ""},
+		{"?bind=mux&pipeline=1", true, ""},
+		{"?pipeline=yes", false, "invalid pipeline=yes"},
+		{"?pipeline=1&pipeline=1", false, "pipeline given more than once"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.query, func(t *testing.T) {
+			u := mustParse(t, "socks5h://user:"+secret+"@127.0.0.1:1080"+tt.query)
+			d, err := FromURL(u, nil)
+			if tt.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.wantErr)
+				assertNoSecret(t, secret, err)
+				return
+			}
+			require.NoError(t, err)
+			sd, ok := SOCKS5Dialer(d)
+			require.True(t, ok)
+			assert.Equal(t, tt.want, sd.Pipeline)
+		})
+	}
+}
