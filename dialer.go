@@ -41,12 +41,15 @@ type Dialer struct {
 	ResolveLocally bool
 	Resolver       *net.Resolver
 
-	// HandshakeTimeout is the longest a handshake may take (reaching the
-	// proxy, authenticating, and the proxy's reply) when the caller's
-	// context sets no earlier deadline. It bounds Dial, DialContext,
-	// Listen and every BIND a [Listener] sends on its own. Zero means
-	// [DefaultHandshakeTimeout]; a negative value means no bound but the
-	// caller's.
+	// HandshakeTimeout is the longest a handshake may take (the greeting,
+	// authenticating, and the proxy's reply, and reaching the proxy
+	// through Forward) when the caller's context sets no earlier
+	// deadline. It bounds Dial, DialContext, Listen and every BIND a
+	// [Listener] sends on its own; its expiry matches
+	// [os.ErrDeadlineExceeded]. A direct TCP connect to the proxy is
+	// bounded by the context and by the system's connect timeout. Zero
+	// means [DefaultHandshakeTimeout]; a negative value means no bound
+	// but the caller's.
 	HandshakeTimeout time.Duration
 
 	// Pipeline sends the greeting, the authentication and the request in
