@@ -135,6 +135,13 @@ func readEnvironmentFrom(getenv func(string) string, forward proxy.Dialer) (*env
 	if err := checkText(raw); err != nil {
 		return nil, &configError{env: name, url: redactText(raw), err: err}
 	}
+	if !strings.Contains(raw, "://") {
+		// The curl habit of host:port alone. curl would take it for an
+		// http proxy; a SOCKS library does not guess, whatever the
+		// host looks like (a name, an IP, a bracketed IPv6 address).
+		return nil, &configError{env: name, url: redactText(raw), err: fmt.Errorf(
+			"not a proxy URL: want scheme://host[:port], such as socks5h://%s", redactText(raw))}
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, parseError(name, raw, err)
@@ -155,6 +162,7 @@ func readEnvironmentFrom(getenv func(string) string, forward proxy.Dialer) (*env
 	// the proxy", since it does not know every scheme.
 	cfg := httpproxy.Config{HTTPSProxy: "http://proxy.invalid", NoProxy: noProxy}
 	ed := &envDialer{
+		name:     name,
 		url:      Redact(u),
 		proxy:    asContextDialer(d),
 		direct:   direct,
@@ -219,6 +227,7 @@ func passwordText(raw string) string {
 
 // envDialer is the dialer of an environment with a proxy.
 type envDialer struct {
+	name     string // the variable the proxy came from
 	url      string // redacted
 	proxy    dialer
 	direct   dialer
@@ -240,7 +249,8 @@ func (e *envDialer) Dial(network, address string) (net.Conn, error) {
 // exempts it.
 func (e *envDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	if e.useProxy(address) {
-		return e.proxy.DialContext(ctx, network, address)
+		c, err := e.proxy.DialContext(ctx, network, address)
+		return c, e.via(err)
 	}
 	return e.direct.DialContext(ctx, network, address)
 }
@@ -270,5 +280,24 @@ type envListenDialer struct {
 
 // Listen asks the proxy to listen. NO_PROXY does not apply.
 func (e *envListenDialer) Listen(ctx context.Context, network, address string) (net.Listener, error) {
-	return e.ld.Listen(ctx, network, address)
+	ln, err := e.ld.Listen(ctx, network, address)
+	return ln, e.via(err)
 }
+
+// via says, in an error of the proxy, which variable named it.
+func (e *envDialer) via(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		op.Err = &viaError{env: e.name, url: e.url, err: op.Err}
+	}
+	return err
+}
+
+// viaError is an error of a proxy that the environment named.
+type viaError struct {
+	env, url string // url is redacted
+	err      error
+}
+
+func (e *viaError) Error() string { return "via " + e.env + "=" + e.url + ": " + e.err.Error() }
+func (e *viaError) Unwrap() error { return e.err }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -127,8 +128,10 @@ func TestEnvironment(t *testing.T) {
 		{name: "malformed lower case", env: map[string]string{"all_proxy": "socks5h://user:" + secret + "@[bad"}, wantConfigErr: `all_proxy=socks5h://user:xxxxx@[bad: invalid proxy URL`},
 		{name: "malformed escape", env: map[string]string{"ALL_PROXY": "socks5h://user:a%zz" + secret + "@127.0.0.1"}, wantConfigErr: "invalid URL escape"},
 		{name: "malformed port", env: map[string]string{"ALL_PROXY": "socks5h://user:" + secret + "@127.0.0.1:x"}, wantConfigErr: "invalid proxy URL"},
-		{name: "no scheme", env: map[string]string{"ALL_PROXY": "127.0.0.1:1080"}, wantConfigErr: "invalid proxy URL"},
-		{name: "no scheme with name", env: map[string]string{"ALL_PROXY": "proxy.example:1080"}, wantConfigErr: "not a proxy URL"},
+		{name: "no scheme", env: map[string]string{"ALL_PROXY": "127.0.0.1:1080"}, wantConfigErr: "not a proxy URL: want scheme://host[:port], such as socks5h://127.0.0.1:1080"},
+		{name: "no scheme with name", env: map[string]string{"ALL_PROXY": "proxy.example:1080"}, wantConfigErr: "not a proxy URL: want scheme://host[:port], such as socks5h://proxy.example:1080"},
+		{name: "no scheme IPv6", env: map[string]string{"ALL_PROXY": "[::1]:1080"}, wantConfigErr: "not a proxy URL: want scheme://host[:port], such as socks5h://[::1]:1080"},
+		{name: "no scheme with user", env: map[string]string{"all_proxy": "u:hunter2@127.0.0.1:1080"}, wantConfigErr: "all_proxy=u:xxxxx@127.0.0.1:1080: not a proxy URL"},
 		{name: "unknown scheme", env: map[string]string{"ALL_PROXY": "ftp://user:" + secret + "@{socks}"}, wantConfigErr: "unknown scheme: ftp"},
 		{name: "no host", env: map[string]string{"ALL_PROXY": "socks5h://user:" + secret + "@"}, wantConfigErr: "missing host"},
 		{name: "NO_PROXY hit", env: map[string]string{"ALL_PROXY": "socks5h://{socks}", "NO_PROXY": "other.test,proxyext.test"}, wantVia: "direct", wantListen: true},
@@ -423,4 +426,25 @@ func TestNoSecretInErrors(t *testing.T) {
 		var ne net.Error
 		assert.True(t, errors.As(err, &ne))
 	}
+}
+
+// An error of the proxy that ALL_PROXY names says so, with the URL
+// redacted, and still matches what it matched.
+func TestEnvironmentErrorNamesVariable(t *testing.T) {
+	addr := refusedAddr(t)
+	t.Setenv("ALL_PROXY", "socks5h://user:"+secret+"@"+addr)
+	t.Setenv("NO_PROXY", "")
+	d, err := FromEnvironment()
+	require.NoError(t, err)
+	_, err = d.(proxy.ContextDialer).DialContext(context.Background(), "tcp", "api.example:443")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "via ALL_PROXY=socks5h://user:xxxxx@"+addr+": ")
+	assertNoSecret(t, secret, err)
+	assert.ErrorIs(t, err, syscall.ECONNREFUSED)
+	var op *net.OpError
+	assert.ErrorAs(t, err, &op)
+
+	_, err = d.(ListenDialer).Listen(context.Background(), "tcp", ":0")
+	assert.Contains(t, err.Error(), "via ALL_PROXY=")
+	assert.ErrorIs(t, err, syscall.ECONNREFUSED)
 }
