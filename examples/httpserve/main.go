@@ -1,15 +1,16 @@
-// Command httpserve serves HTTP through a SOCKS5 proxy's BIND: the proxy
-// listens, and an unchanged http.Serve answers what reaches it.
+// Command httpserve serves HTTP through a SOCKS5 proxy: the proxy listens,
+// and an unchanged http.Serve answers what reaches it.
 //
 // With no flags it starts an in-process SOCKS5 server on loopback as the
-// proxy, sends a few requests to the address the proxy bound, prints the
-// answers and exits:
+// proxy (socks5test, with GOST's multiplexed BIND), sends a few requests at
+// once to the address the proxy bound, prints the answers and exits:
 //
 //	go run ./examples/httpserve
 //
-// With -proxy it uses a real SOCKS5 server and serves until interrupted:
+// With -proxy it uses a real SOCKS5 server and serves until interrupted,
+// saying what that proxy can and cannot do for a server:
 //
-//	go run ./examples/httpserve -proxy 127.0.0.1:1080 -listen :8080
+//	go run ./examples/httpserve -proxy socks5h://127.0.0.1:1080 -listen :8080
 package main
 
 import (
@@ -21,51 +22,65 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 
-	"golang.org/x/net/proxy"
-
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/proxyext"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
 func main() {
-	proxyAddr := flag.String("proxy", "", "SOCKS5 server host:port (default: an in-process one)")
-	listen := flag.String("listen", ":0", "BIND address: \":PORT\" for a fixed port, \":0\" for any")
-	user := flag.String("user", "", "username for the proxy (password in $SOCKS5_PASSWORD)")
-	requests := flag.Int("n", 3, "requests to send to the in-process setup before exiting")
+	proxyURL := flag.String("proxy", "", "SOCKS5 proxy URL, such as socks5h://127.0.0.1:1080 (default: an in-process one)")
+	listen := flag.String("listen", ":18080", "BIND address: \":PORT\" for a fixed port, \":0\" for any port")
+	mux := flag.String("mux", "auto", "multiplexed BIND: auto (when the proxy has it), on, or off")
+	requests := flag.Int("n", 6, "requests to send, at once, to the in-process setup before exiting")
 	flag.Parse()
 	log.SetFlags(0)
+	log.SetPrefix("httpserve: ")
 
-	embedded := *proxyAddr == ""
+	multiplex, err := parseMux(*mux)
+	if err != nil {
+		log.Fatal(err)
+	}
+	embedded := *proxyURL == ""
 	if embedded {
 		srv := socks5test.NewUnstartedServer()
-		srv.BindMode = socks5test.BindReuse // keep the port from one connection to the next
+		srv.Multiplex = true // answer GOST's multiplexed BIND
 		srv.Start()
 		defer srv.Close()
-		*proxyAddr = srv.Addr()
+		*proxyURL = srv.URL
 		fmt.Println("in-process SOCKS5 server on", srv.Addr())
 	}
-	var auth *proxy.Auth
-	if *user != "" {
-		auth = &proxy.Auth{User: *user, Password: os.Getenv("SOCKS5_PASSWORD")}
-	}
-	d, err := socksbind.SOCKS5("tcp", *proxyAddr, auth, nil)
+	d, err := dialer(*proxyURL)
 	if err != nil {
 		log.Fatal(err)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	lc := socksbind.ListenConfig{Dialer: d, Armed: func(a net.Addr) { log.Println("listening again on", a) }}
+	lc := socksbind.ListenConfig{
+		Dialer:    d,
+		Multiplex: multiplex,
+		Armed:     func(a net.Addr) { log.Println("listening again on", a) },
+		Retrying:  quietRetries(),
+	}
 	ln, err := lc.Listen(ctx, "tcp", *listen)
+	if embedded && errors.Is(err, socksbind.ErrAddressInUse) && !flagSet("listen") {
+		fmt.Printf("port %s is taken on this machine; any port will do for the demonstration\n", strings.TrimPrefix(*listen, ":"))
+		ln, err = lc.Listen(ctx, "tcp", ":0")
+	}
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer ln.Close()
 	fmt.Println("the proxy listens for us on", ln.Addr())
+	fmt.Println(capabilities(ln))
 
 	served := make(chan error, 1)
 	go func() {
@@ -76,7 +91,7 @@ func main() {
 
 	if !embedded {
 		stop := make(chan os.Signal, 1)
-		signal.Notify(stop, os.Interrupt)
+		signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
 		select {
 		case <-stop:
 		case err := <-served:
@@ -85,21 +100,94 @@ func main() {
 		return
 	}
 
+	// Requests at once: a multiplexed listener takes them all.
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	answers := make([]string, *requests)
+	var wg sync.WaitGroup
 	for i := range *requests {
-		resp, err := client.Get(fmt.Sprintf("http://%s/%d", ln.Addr(), i))
-		if err != nil {
-			log.Fatal(err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			log.Fatal(err)
-		}
-		fmt.Printf("GET /%d: %s %s", i, resp.Status, body)
+		wg.Go(func() {
+			resp, err := client.Get(fmt.Sprintf("http://%s/%d", ln.Addr(), i))
+			if err != nil {
+				answers[i] = err.Error() + "\n"
+				return
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				answers[i] = err.Error() + "\n"
+				return
+			}
+			answers[i] = resp.Status + " " + string(body)
+		})
+	}
+	wg.Wait()
+	for i, a := range answers {
+		fmt.Printf("GET /%d: %s", i, a)
 	}
 	ln.Close()
 	if err := <-served; !errors.Is(err, net.ErrClosed) {
 		log.Fatal(err)
+	}
+}
+
+// dialer makes the Dialer of a proxy URL; a bare host:port is taken for
+// socks5h://host:port.
+func dialer(raw string) (*socksbind.Dialer, error) {
+	if !strings.Contains(raw, "://") {
+		raw = "socks5h://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("-proxy: %v", err)
+	}
+	pd, err := proxyext.FromURL(u, nil)
+	if err != nil {
+		return nil, err
+	}
+	d, ok := proxyext.SOCKS5Dialer(pd)
+	if !ok {
+		return nil, fmt.Errorf("-proxy %s: not a SOCKS5 proxy, which cannot listen", proxyext.Redact(u))
+	}
+	return d, nil
+}
+
+// flagSet reports whether the flag name was given.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func parseMux(s string) (socksbind.Multiplex, error) {
+	switch s {
+	case "auto":
+		return socksbind.MultiplexAuto, nil
+	case "on":
+		return socksbind.MultiplexOn, nil
+	case "off":
+		return socksbind.MultiplexOff, nil
+	}
+	return 0, fmt.Errorf("-mux %q: want auto, on or off", s)
+}
+
+// capabilities says what the listener can do for a server.
+func capabilities(ln *socksbind.Listener) string {
+	if ln.Multiplexed() {
+		return "the proxy has multiplexed BIND: any number of connections at once, at this one address"
+	}
+	return "the proxy has standard BIND only: one connection at a time (a peer arriving meanwhile is refused);\n" +
+		"the listener re-arms after each. Behind Dante a fixed port is refused for about 60 s\n" +
+		"after the server closes a connection first (the port sits in TIME_WAIT at the proxy)"
+}
+
+// quietRetries logs each distinct trouble the listener retries once, not
+// at every attempt.
+func quietRetries() func(error, time.Duration) {
+	var last string
+	return func(err error, wait time.Duration) {
+		if msg := err.Error(); msg != last {
+			last = msg
+			log.Printf("%v (retrying, next in %v)", err, wait)
+		}
 	}
 }
