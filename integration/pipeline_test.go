@@ -6,6 +6,7 @@ package integration
 
 import (
 	"context"
+	"io"
 	"net"
 	"os"
 	"testing"
@@ -106,6 +107,14 @@ func TestPipelineMicrosocks(t *testing.T) {
 	t.Logf("%v after %v", err, took.Round(time.Millisecond))
 }
 
+// opaqueNoAuth is "no authentication" as a method the library does not
+// know, and so never pipelines: a listener using it re-arms waiting for
+// each answer, as listeners did before re-arms were pipelined.
+type opaqueNoAuth struct{}
+
+func (opaqueNoAuth) Method() socksbind.AuthMethod                      { return socksbind.AuthNone }
+func (opaqueNoAuth) Authenticate(context.Context, io.ReadWriter) error { return nil }
+
 // BenchmarkRTTReal counts round trips of handshakes with Dante and GOST
 // behind a relay that adds 10 ms each way, for x/net and socksbind (plain
 // and pipelined) in one run:
@@ -164,9 +173,14 @@ func BenchmarkRTTReal(b *testing.B) {
 			if auth {
 				continue
 			}
-			for _, d := range []*socksbind.Dialer{plain, piped} {
+			eachAnswer := newDialer(b, relay.Addr(), creds, nil)
+			eachAnswer.Auth = []socksbind.Authenticator{opaqueNoAuth{}}
+			for _, d := range []*socksbind.Dialer{eachAnswer, plain, piped} {
 				name := "socksbind"
-				if d.Pipeline {
+				switch {
+				case d == eachAnswer:
+					name += "-each-answer"
+				case d.Pipeline:
 					name += "-pipelined"
 				}
 				b.Run(srv.name+"/listen/"+name, func(b *testing.B) {
