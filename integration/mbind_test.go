@@ -25,6 +25,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/proxyext"
 )
 
 func muxListen(t testing.TB, d *socksbind.Dialer, m socksbind.Multiplex) *socksbind.Listener {
@@ -84,13 +85,19 @@ func hammer(addr string, clients, requests int, keepAlive bool) (failed int64, f
 	return bad.Load(), first
 }
 
-// TestMBINDGostHTTP serves HTTP through GOST's multiplexed BIND: 2,000
-// requests from 50 concurrent clients without keep-alive, then 2,000 with,
-// all answered, at one address that never changes.
+// TestMBINDGostHTTP serves HTTP through GOST's multiplexed BIND, with the
+// listener of proxyext.Listen and ALL_PROXY=socks5h://...?bind=mux (no code
+// of the server's names the proxy): 2,000 requests from 50 concurrent
+// clients without keep-alive, then 2,000 with, all answered, at one address
+// that never changes.
 func TestMBINDGostHTTP(t *testing.T) {
 	leakcheck.Check(t)
 	gost := startGost(t, GostConfig{})
-	ln := muxListen(t, newDialer(t, gost.Addr, nil, nil), socksbind.MultiplexOn)
+	t.Setenv("ALL_PROXY", "socks5h://"+gost.Addr+"?bind=mux")
+	l, err := proxyext.Listen(testContext(t), "tcp", ":0")
+	require.NoError(t, err)
+	ln, ok := l.(*socksbind.Listener)
+	require.True(t, ok, "%T", l)
 	require.True(t, ln.Multiplexed())
 	addr := ln.Addr().String()
 	serveHTTP(t, ln)

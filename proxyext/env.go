@@ -287,17 +287,13 @@ func (e *envListenDialer) Listen(ctx context.Context, network, address string) (
 // via says, in an error of the proxy, which variable named it.
 func (e *envDialer) via(err error) error {
 	var op *net.OpError
-	if errors.As(err, &op) {
-		op.Err = &viaError{env: e.name, url: e.url, err: op.Err}
+	if !errors.As(err, &op) {
+		return err
 	}
+	if v, ok := op.Err.(*viaError); ok {
+		v.env = e.name
+		return err
+	}
+	op.Err = &viaError{env: e.name, url: e.url, err: op.Err}
 	return err
 }
-
-// viaError is an error of a proxy that the environment named.
-type viaError struct {
-	env, url string // url is redacted
-	err      error
-}
-
-func (e *viaError) Error() string { return "via " + e.env + "=" + e.url + ": " + e.err.Error() }
-func (e *viaError) Unwrap() error { return e.err }

@@ -448,3 +448,18 @@ func TestEnvironmentErrorNamesVariable(t *testing.T) {
 	assert.Contains(t, err.Error(), "via ALL_PROXY=")
 	assert.ErrorIs(t, err, syscall.ECONNREFUSED)
 }
+
+// Errors of a dialer made from a URL name the URL, redacted.
+func TestURLDialerErrorNamesURL(t *testing.T) {
+	addr := refusedAddr(t)
+	for _, scheme := range []string{"socks5h", "http"} {
+		u := mustParse(t, scheme+"://user:"+secret+"@"+addr)
+		d, err := FromURL(u, nil)
+		require.NoError(t, err)
+		_, err = d.(proxy.ContextDialer).DialContext(context.Background(), "tcp", "api.example:443")
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "via "+scheme+"://user:xxxxx@"+addr+": ")
+		assertNoSecret(t, secret, err)
+		assert.ErrorIs(t, err, syscall.ECONNREFUSED)
+	}
+}

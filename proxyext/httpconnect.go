@@ -82,7 +82,7 @@ func (d *httpDialer) Dial(network, address string) (net.Conn, error) {
 // cut short or malformed names the stage "HTTP CONNECT response".
 func (d *httpDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	opErr := func(err error) error {
-		return &net.OpError{Op: "proxy connect", Net: network, Source: textAddr(d.addr), Addr: textAddr(address), Err: err}
+		return &net.OpError{Op: "proxy connect", Net: network, Source: textAddr(d.addr), Addr: textAddr(address), Err: &viaError{url: d.url, err: err}}
 	}
 	switch network {
 	case "tcp", "tcp4", "tcp6":

@@ -157,13 +157,14 @@ func bindMode(u *url.URL) (socksbind.Multiplex, error) {
 
 // Dial connects to address through the proxy.
 func (s *socksDialer) Dial(network, address string) (net.Conn, error) {
-	return s.d.Dial(network, address)
+	return s.DialContext(context.Background(), network, address)
 }
 
 // DialContext connects to address through the proxy; see
 // [socksbind.Dialer.DialContext].
 func (s *socksDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	return s.d.DialContext(ctx, network, address)
+	c, err := s.d.DialContext(ctx, network, address)
+	return c, via(s.url, err)
 }
 
 // Listen asks the proxy to listen; see [socksbind.ListenConfig.Listen]. The
@@ -172,7 +173,7 @@ func (s *socksDialer) Listen(ctx context.Context, network, address string) (net.
 	lc := s.listenConfig()
 	l, err := lc.Listen(ctx, network, address)
 	if err != nil {
-		return nil, err
+		return nil, via(s.url, err)
 	}
 	return l, nil
 }
@@ -186,6 +187,44 @@ func (s *socksDialer) String() string { return s.url }
 
 // Format prints String for every verb.
 func (s *socksDialer) Format(f fmt.State, verb rune) { formatAs(f, verb, s.url) }
+
+// via says, in the Err of an *net.OpError from a proxy, which proxy URL
+// (redacted) it came from.
+func via(url string, err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		op.Err = &viaError{url: url, err: op.Err}
+	}
+	return err
+}
+
+// viaError is an error of the proxy of a URL, which may have come from an
+// environment variable.
+type viaError struct {
+	env, url string // url is redacted; env is "" when not from the environment
+	err      error
+}
+
+func (e *viaError) Error() string {
+	if e.env != "" {
+		return "via " + e.env + "=" + e.url + ": " + e.err.Error()
+	}
+	return "via " + e.url + ": " + e.err.Error()
+}
+
+func (e *viaError) Unwrap() error { return e.err }
+
+// Timeout and Temporary pass those of the cause on, for
+// [net.OpError.Timeout], which asks its Err directly.
+func (e *viaError) Timeout() bool {
+	var t interface{ Timeout() bool }
+	return errors.As(e.err, &t) && t.Timeout()
+}
+
+func (e *viaError) Temporary() bool {
+	var t interface{ Temporary() bool }
+	return errors.As(e.err, &t) && t.Temporary()
+}
 
 // formatAs prints text for verb: quoted for %q, as it is for any other.
 // The dialers and errors of this package hold credentials, so none lets
