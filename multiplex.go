@@ -25,9 +25,19 @@ const (
 
 	// MultiplexOn uses GOST's multiplexed BIND (MBIND, command 0xF2): one
 	// request, one port at the proxy, and every peer arriving as its own
-	// stream over the control connection. A proxy without it fails
-	// Listen with an error matching [ErrCommandNotSupported], or what its
-	// reply code says.
+	// stream over the control connection, an smux session with GOST's
+	// settings (protocol version 1, a keep-alive every 10 s). A proxy
+	// without it fails Listen with an error matching
+	// [ErrCommandNotSupported], or what its reply code says.
+	//
+	// Each accepted connection is a stream: closing it closes only the
+	// stream; Close of the listener ends the session and with it every
+	// stream; a session that dies is a permanent error of Accept. A
+	// stream's read deadline works as a TCP connection's; its write
+	// deadline is read when a Write starts, so moving it does not end a
+	// Write already blocked on a full session. GOST passes no half-close
+	// on: CloseWrite ends the stream there. The session's goroutines
+	// (smux's, three) come on top of the listener's one.
 	MultiplexOn
 
 	// MultiplexAuto uses MBIND when the proxy has it and BIND otherwise.
