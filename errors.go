@@ -60,8 +60,11 @@ var (
 	// ErrProtocolViolation reports bytes from the proxy that are not valid
 	// SOCKS version 5: a wrong version, an unknown address type, a method
 	// that was not offered, or a reply cut short.
-	ErrProtocolViolation = wire.ErrMalformed
+	ErrProtocolViolation = errMalformed
 )
+
+// errMalformed is the error every decoding failure of the codec wraps.
+var errMalformed = wire.ErrMalformed
 
 // codeError is a sentinel that also matches the errno of the same failure.
 type codeError struct {

@@ -2,11 +2,13 @@ package socksbind_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	"syscall"
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/socks5test"
@@ -89,4 +91,66 @@ func ExampleListenConfig_Listen_once() {
 	defer c.Close()
 	fmt.Println(c.RemoteAddr().String() == peer.LocalAddr().String())
 	// Output: true
+}
+
+// A multiplexed listener: one MBIND request to a proxy that has GOST's
+// extension carries every peer, each as a stream of its own, so the
+// listener never re-arms.
+func ExampleListenConfig_Listen_multiplex() {
+	proxy := socks5test.NewUnstartedServer()
+	proxy.Multiplex = true // answer MBIND, as GOST v3 does
+	proxy.Start()
+	defer proxy.Close()
+	d, _ := socksbind.SOCKS5("tcp", proxy.Addr(), nil, nil)
+
+	lc := socksbind.ListenConfig{Dialer: d, Multiplex: socksbind.MultiplexOn}
+	ln, err := lc.Listen(context.Background(), "tcp", ":0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+
+	for i := range 3 {
+		peer, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Fprintf(peer, "hello from peer %d", i)
+		peer.Close()
+		c, err := ln.Accept()
+		if err != nil {
+			log.Fatal(err)
+		}
+		b, _ := io.ReadAll(c)
+		c.Close()
+		fmt.Println(string(b))
+	}
+	reqs := proxy.Requests()
+	fmt.Println(len(reqs), "request:", reqs[0].Command)
+	// Output:
+	// hello from peer 0
+	// hello from peer 1
+	// hello from peer 2
+	// 1 request: mbind
+}
+
+// A CONNECT the proxy's rules refuse. The error matches the sentinel of the
+// reply code and the errno a C program would get for the same failure, and
+// [errors.As] reads the code.
+func ExampleReplyError() {
+	proxy := socks5test.NewUnstartedServer()
+	proxy.Rules = []socks5test.Rule{socks5test.RefusePort(25, socksbind.ReplyNotAllowed)}
+	proxy.Start()
+	defer proxy.Close()
+	d, _ := socksbind.SOCKS5("tcp", proxy.Addr(), nil, nil)
+
+	_, err := d.DialContext(context.Background(), "tcp", "mail.example:25")
+	fmt.Println(errors.Is(err, socksbind.ErrNotAllowed), errors.Is(err, syscall.EACCES))
+	var re *socksbind.ReplyError
+	if errors.As(err, &re) {
+		fmt.Printf("%v: %v (%#02x)\n", re.Command, re.Reply, byte(re.Reply))
+	}
+	// Output:
+	// true true
+	// connect: connection not allowed by ruleset (0x02)
 }

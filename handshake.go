@@ -99,7 +99,7 @@ func exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command
 	if _, err := c.Write(buf); err != nil {
 		return Addr{}, nil, err
 	}
-	m, err := wire.ReadMethodSelection(c, buf)
+	m, err := readMethodSelection(c, buf)
 	if err != nil {
 		return Addr{}, nil, wire.AtStage(stageGreeting, err)
 	}
@@ -122,13 +122,13 @@ func exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command
 		}
 		return Addr{}, nil, wire.AtStage(stageAuth, err)
 	}
-	if buf, err = wire.AppendRequest(buf[:0], cmd, dst); err != nil {
+	if buf, err = appendRequest(buf[:0], cmd, dst); err != nil {
 		return Addr{}, nil, err
 	}
 	if _, err := c.Write(buf); err != nil {
 		return Addr{}, nil, err
 	}
-	rep, bnd, err := wire.ReadReply(c, buf)
+	rep, bnd, err := readReply(c, buf)
 	if err != nil {
 		return Addr{}, nil, wire.AtStage(replyStage(cmd), err)
 	}
@@ -170,14 +170,14 @@ func exchangePipelined(c net.Conn, a Authenticator, cmd Command, dst Addr) (Addr
 	if up != nil {
 		buf = wire.AppendUserPass(buf, up.Username, up.Password)
 	}
-	buf, err := wire.AppendRequest(buf, cmd, dst)
+	buf, err := appendRequest(buf, cmd, dst)
 	if err != nil {
 		return Addr{}, err
 	}
 	if _, err := c.Write(buf); err != nil {
 		return Addr{}, err
 	}
-	m, err := wire.ReadMethodSelection(c, buf)
+	m, err := readMethodSelection(c, buf)
 	switch {
 	case err != nil:
 		return Addr{}, wire.AtStage(stageGreeting, err)
@@ -197,7 +197,7 @@ func exchangePipelined(c net.Conn, a Authenticator, cmd Command, dst Addr) (Addr
 			return Addr{}, fmt.Errorf("%w: username/password status %d", ErrAuthRejected, status)
 		}
 	}
-	rep, bnd, err := wire.ReadReply(c, buf)
+	rep, bnd, err := readReply(c, buf)
 	if err != nil {
 		return Addr{}, wire.AtStage(replyStage(cmd), err)
 	}

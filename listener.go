@@ -426,7 +426,7 @@ func (l *Listener) run(b *bind) {
 // closes it. Only Close bounds the wait.
 func (l *Listener) waitPeer(b *bind) (net.Conn, error) {
 	w := deadlines.Start(l.life, b.c, time.Time{})
-	rep, peer, err := wire.ReadReply(b.c, nil)
+	rep, peer, err := readReply(b.c, nil)
 	err = w.Done(err)
 	switch {
 	case err != nil:

@@ -50,11 +50,11 @@ func TestCloseDuringRearmAfterFailedReply2(t *testing.T) {
 func TestTTLExpiredReply2(t *testing.T) {
 	var first atomic.Bool
 	srv := newProxy(t, func(s *socks5test.Server) {
-		s.PeerRules = []socks5test.PeerRule{func(*socks5test.Request, net.Addr) wire.Reply {
+		s.PeerRules = []socks5test.PeerRule{func(*socks5test.Request, net.Addr) socksbind.Reply {
 			if first.CompareAndSwap(false, true) {
-				return wire.ReplyTTLExpired
+				return socksbind.ReplyTTLExpired
 			}
-			return wire.ReplySucceeded
+			return socksbind.ReplySucceeded
 		}}
 	})
 	retried := make(chan error, 10)

@@ -19,7 +19,6 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
-	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -55,11 +54,11 @@ func (r *retryLog) snapshot() ([]error, []time.Duration) {
 func refuseBinds(rep socksbind.Reply, refuse func(n int) bool) func(*socks5test.Server) {
 	var n atomic.Int32
 	return func(s *socks5test.Server) {
-		s.Rules = []socks5test.Rule{func(req *socks5test.Request) wire.Reply {
+		s.Rules = []socks5test.Rule{func(req *socks5test.Request) socksbind.Reply {
 			if req.Command == socksbind.CmdBind && refuse(int(n.Add(1))) {
 				return rep
 			}
-			return wire.ReplySucceeded
+			return socksbind.ReplySucceeded
 		}}
 	}
 }

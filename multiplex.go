@@ -167,7 +167,7 @@ func (l *Listener) runMux() {
 func (l *Listener) muxPeer(st *smux.Stream) (net.Conn, error) {
 	deadline, _ := l.cfg.Dialer.handshakeDeadline(l.life)
 	w := deadlines.Start(l.life, st, deadline)
-	rep, peer, err := wire.ReadReply(st, nil)
+	rep, peer, err := readReply(st, nil)
 	if err = w.Done(err); err != nil {
 		return nil, l.cmdErr(CmdMultiplexBind, wire.AtStage("MBIND stream reply", err))
 	}

@@ -1,65 +1,123 @@
 package socksbind
 
 import (
+	"io"
 	"net"
+	"net/netip"
 
 	"github.com/socksbind/socksbind/internal/wire"
 )
 
-// A Command is a SOCKS request command. Its String method uses the words of
-// RFC 1928.
-type Command = wire.Command
+// The types of this file are those of the codec in internal/wire, defined
+// again so that their documentation, fields and values show here. Each has
+// the same underlying type as its twin, so a conversion between the two is
+// free; the package converts where an API value meets the codec, and each
+// method delegates to its twin, so that the wording lives in one place.
+
+// A Command is a SOCKS request command (CMD). Its String method uses the
+// words of RFC 1928.
+type Command byte
 
 // The commands of RFC 1928, and GOST's multiplexed BIND (see [MultiplexOn]).
 const (
-	CmdConnect       = wire.CmdConnect
-	CmdBind          = wire.CmdBind
-	CmdUDPAssociate  = wire.CmdUDPAssociate
-	CmdMultiplexBind = wire.CmdMultiplexBind
+	CmdConnect      Command = 0x01
+	CmdBind         Command = 0x02
+	CmdUDPAssociate Command = 0x03
+
+	// CmdMultiplexBind is GOST's multiplexed BIND ("MBIND"), an
+	// extension: reply 1 as for BIND, then an smux session on the
+	// connection with one stream per peer.
+	CmdMultiplexBind Command = 0xF2
 )
 
-// A Reply is the code of a SOCKS reply. Its String method uses the words of
-// RFC 1928 ("connection not allowed by ruleset").
-type Reply = wire.Reply
+// String returns the command in lower case: "connect", "bind", "udp
+// associate", "mbind", or "unknown command N".
+func (c Command) String() string { return wire.Command(c).String() }
+
+// A Reply is the code of a SOCKS reply (REP). Its String method uses the
+// words of RFC 1928 ("connection not allowed by ruleset").
+type Reply byte
 
 // The reply codes of RFC 1928.
 const (
-	ReplySucceeded               = wire.ReplySucceeded
-	ReplyGeneralFailure          = wire.ReplyGeneralFailure
-	ReplyNotAllowed              = wire.ReplyNotAllowed
-	ReplyNetworkUnreachable      = wire.ReplyNetworkUnreachable
-	ReplyHostUnreachable         = wire.ReplyHostUnreachable
-	ReplyConnectionRefused       = wire.ReplyConnectionRefused
-	ReplyTTLExpired              = wire.ReplyTTLExpired
-	ReplyCommandNotSupported     = wire.ReplyCommandNotSupported
-	ReplyAddressTypeNotSupported = wire.ReplyAddressTypeNotSupported
+	ReplySucceeded               Reply = 0x00
+	ReplyGeneralFailure          Reply = 0x01
+	ReplyNotAllowed              Reply = 0x02
+	ReplyNetworkUnreachable      Reply = 0x03
+	ReplyHostUnreachable         Reply = 0x04
+	ReplyConnectionRefused       Reply = 0x05
+	ReplyTTLExpired              Reply = 0x06
+	ReplyCommandNotSupported     Reply = 0x07
+	ReplyAddressTypeNotSupported Reply = 0x08
 )
 
-// An AuthMethod is a SOCKS authentication method number.
-type AuthMethod = wire.AuthMethod
+// String returns the wording of RFC 1928, or "unknown reply N".
+func (r Reply) String() string { return wire.Reply(r).String() }
+
+// An AuthMethod is a SOCKS authentication method number (METHOD).
+type AuthMethod byte
 
 // The authentication methods of RFC 1928.
 const (
-	AuthNone             = wire.AuthNone
-	AuthGSSAPI           = wire.AuthGSSAPI
-	AuthUsernamePassword = wire.AuthUsernamePassword
-	AuthNoAcceptable     = wire.AuthNoAcceptable
+	AuthNone             AuthMethod = 0x00
+	AuthGSSAPI           AuthMethod = 0x01
+	AuthUsernamePassword AuthMethod = 0x02
+	AuthNoAcceptable     AuthMethod = 0xFF
 )
 
-// An AddrType is the type of an address in a SOCKS message.
-type AddrType = wire.AddrType
+// String returns the name of the method ("no authentication required",
+// "username/password"), or "method N".
+func (m AuthMethod) String() string { return wire.AuthMethod(m).String() }
+
+// An AddrType is the type of an address in a SOCKS message (ATYP).
+type AddrType byte
 
 // The address types of RFC 1928.
 const (
-	AddrIPv4   = wire.AddrIPv4
-	AddrDomain = wire.AddrDomain
-	AddrIPv6   = wire.AddrIPv6
+	AddrIPv4   AddrType = 0x01
+	AddrDomain AddrType = 0x03
+	AddrIPv6   AddrType = 0x04
 )
 
+// String returns "IPv4", "domain name", "IPv6", or "address type N".
+func (t AddrType) String() string { return wire.AddrType(t).String() }
+
 // Addr is an address as a SOCKS server sees it: an IP address or a domain
-// name, and a port. It implements [net.Addr] with the network "tcp"; the
-// library returns a [*net.TCPAddr] instead wherever the address is an IP.
-type Addr = wire.Addr
+// name, and a port. At most one of IP and Name is set; with neither, a
+// request carries the unspecified address 0.0.0.0. It implements [net.Addr]
+// with the network "tcp"; the library returns a [*net.TCPAddr] instead
+// wherever the address is an IP.
+type Addr struct {
+	// IP is the address when the message carries one (ATYP 1 or 4).
+	IP netip.Addr
+
+	// Name is the domain name when the message carries one (ATYP 3).
+	Name string
+
+	// Port is the port (DST.PORT or BND.PORT).
+	Port uint16
+}
+
+// Type returns the address type the Addr is encoded as: [AddrDomain] when
+// Name is set, [AddrIPv4] for an IPv4 address, else [AddrIPv6].
+func (a Addr) Type() AddrType { return AddrType(wire.Addr(a).Type()) }
+
+// Host returns the name or the IP address as text, an IPv4-mapped IPv6
+// address as IPv4; "" when neither is set.
+func (a Addr) Host() string { return wire.Addr(a).Host() }
+
+// String returns "host:port", with an IPv6 address in brackets. A name
+// that is not a host name as a reply may carry one (1 to 255 bytes, each an
+// ASCII letter or digit, '-', '.' or '_') is written as a Go string literal
+// with ASCII escapes, so that the text never holds a control byte: a name
+// "a", newline, "b" and port 80 give `"a\nb":80`.
+func (a Addr) String() string { return wire.Addr(a).String() }
+
+// Network returns "tcp": the library uses an Addr as the address of a
+// relayed TCP connection whose end it knows only by name.
+func (a Addr) Network() string { return "tcp" }
+
+var _ net.Addr = Addr{}
 
 // netAddr returns a as a *net.TCPAddr when it holds an IP address, and as
 // itself when it holds a name.
@@ -68,4 +126,50 @@ func netAddr(a Addr) net.Addr {
 		return a
 	}
 	return &net.TCPAddr{IP: a.IP.Unmap().AsSlice(), Port: int(a.Port), Zone: a.IP.Zone()}
+}
+
+// The codec in this package's types: the calls that cross the boundary.
+
+// readReply reads a reply with [wire.ReadReply].
+func readReply(r io.Reader, scratch []byte) (Reply, Addr, error) {
+	rep, a, err := wire.ReadReply(r, scratch)
+	return Reply(rep), Addr(a), err
+}
+
+// readMethodSelection reads the proxy's choice of method with
+// [wire.ReadMethodSelection].
+func readMethodSelection(r io.Reader, scratch []byte) (AuthMethod, error) {
+	m, err := wire.ReadMethodSelection(r, scratch)
+	return AuthMethod(m), err
+}
+
+// appendRequest appends a request with [wire.AppendRequest].
+func appendRequest(b []byte, cmd Command, dst Addr) ([]byte, error) {
+	return wire.AppendRequest(b, wire.Command(cmd), wire.Addr(dst))
+}
+
+// Every constant above has the value of its twin in internal/wire: a
+// constant index out of range, here, is a compile error.
+func _() {
+	var x [1]struct{}
+	_ = x[CmdConnect-Command(wire.CmdConnect)]
+	_ = x[CmdBind-Command(wire.CmdBind)]
+	_ = x[CmdUDPAssociate-Command(wire.CmdUDPAssociate)]
+	_ = x[CmdMultiplexBind-Command(wire.CmdMultiplexBind)]
+	_ = x[ReplySucceeded-Reply(wire.ReplySucceeded)]
+	_ = x[ReplyGeneralFailure-Reply(wire.ReplyGeneralFailure)]
+	_ = x[ReplyNotAllowed-Reply(wire.ReplyNotAllowed)]
+	_ = x[ReplyNetworkUnreachable-Reply(wire.ReplyNetworkUnreachable)]
+	_ = x[ReplyHostUnreachable-Reply(wire.ReplyHostUnreachable)]
+	_ = x[ReplyConnectionRefused-Reply(wire.ReplyConnectionRefused)]
+	_ = x[ReplyTTLExpired-Reply(wire.ReplyTTLExpired)]
+	_ = x[ReplyCommandNotSupported-Reply(wire.ReplyCommandNotSupported)]
+	_ = x[ReplyAddressTypeNotSupported-Reply(wire.ReplyAddressTypeNotSupported)]
+	_ = x[AuthNone-AuthMethod(wire.AuthNone)]
+	_ = x[AuthGSSAPI-AuthMethod(wire.AuthGSSAPI)]
+	_ = x[AuthUsernamePassword-AuthMethod(wire.AuthUsernamePassword)]
+	_ = x[AuthNoAcceptable-AuthMethod(wire.AuthNoAcceptable)]
+	_ = x[AddrIPv4-AddrType(wire.AddrIPv4)]
+	_ = x[AddrDomain-AddrType(wire.AddrDomain)]
+	_ = x[AddrIPv6-AddrType(wire.AddrIPv6)]
 }

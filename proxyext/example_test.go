@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"os"
 
 	"golang.org/x/net/proxy"
@@ -16,6 +17,47 @@ import (
 	"github.com/socksbind/socksbind/proxyext"
 	"github.com/socksbind/socksbind/socks5test"
 )
+
+// A dialer from a proxy URL with credentials, as a program reads one from
+// its configuration: the dialer authenticates as the URL's user.
+func ExampleFromURL() {
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer target.Close()
+	go func() {
+		c, err := target.Accept()
+		if err == nil {
+			io.WriteString(c, "hello from the target")
+			c.Close()
+		}
+	}()
+	srv := socks5test.NewUnstartedServer()
+	srv.Users = map[string]string{"alice": "s3cret"}
+	srv.Start()
+	defer srv.Close()
+
+	u, err := url.Parse(srv.URLWithUser("alice", "s3cret")) // socks5://alice:s3cret@127.0.0.1:PORT
+	if err != nil {
+		log.Fatal(err)
+	}
+	d, err := proxyext.FromURL(u, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	c, err := d.(proxy.ContextDialer).DialContext(context.Background(), "tcp", target.Addr().String())
+	if err != nil {
+		log.Fatal(err)
+	}
+	b, _ := io.ReadAll(c)
+	c.Close()
+	fmt.Println(string(b))
+	fmt.Println("the proxy was asked by", srv.Requests()[0].User)
+	// Output:
+	// hello from the target
+	// the proxy was asked by alice
+}
 
 // An http.Transport whose connections go through the proxy of ALL_PROXY.
 // The test server resolves the made-up name app.example.test itself: with

@@ -9,9 +9,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/deadlines"
 	"github.com/socksbind/socksbind/internal/relay"
-	"github.com/socksbind/socksbind/internal/wire"
 )
 
 // A BindMode selects what the server does with a BIND's listening socket
@@ -57,15 +57,15 @@ type acceptResult struct {
 func (s *Server) bind(c net.Conn, req *Request) {
 	dst := req.Dst
 	if dst.Name != "" {
-		writeReply(c, wire.ReplyAddressTypeNotSupported, wire.Addr{})
+		writeReply(c, socksbind.ReplyAddressTypeNotSupported, socksbind.Addr{})
 		return
 	}
 	ln, err := s.bindListener(dst)
 	if err != nil {
-		writeReply(c, wire.ReplyGeneralFailure, wire.Addr{})
+		writeReply(c, socksbind.ReplyGeneralFailure, socksbind.Addr{})
 		return
 	}
-	if err := writeReply(c, wire.ReplySucceeded, s.bound(ln.Addr())); err != nil {
+	if err := writeReply(c, socksbind.ReplySucceeded, s.bound(ln.Addr())); err != nil {
 		s.releaseBind(ln)
 		return
 	}
@@ -130,10 +130,10 @@ func (s *Server) bind(c net.Conn, req *Request) {
 	}
 	peerAddr := addrPort(peer.RemoteAddr())
 	rep := s.peerReply(req, peer)
-	if err := writeReply(c, rep, wire.Addr{IP: peerAddr.Addr(), Port: peerAddr.Port()}); err != nil {
+	if err := writeReply(c, rep, socksbind.Addr{IP: peerAddr.Addr(), Port: peerAddr.Port()}); err != nil {
 		return
 	}
-	if rep != wire.ReplySucceeded {
+	if rep != socksbind.ReplySucceeded {
 		return
 	}
 	relay.Run(&s.wg, c, peer)
@@ -142,21 +142,21 @@ func (s *Server) bind(c net.Conn, req *Request) {
 // peerReply decides whether the peer of the BIND or MBIND request req may
 // in: a DST.ADDR other than the unspecified address lets only that IP in,
 // then PeerRules have their say.
-func (s *Server) peerReply(req *Request, peer net.Conn) wire.Reply {
+func (s *Server) peerReply(req *Request, peer net.Conn) socksbind.Reply {
 	if ip := req.Dst.IP.Unmap(); !ip.IsUnspecified() && addrPort(peer.RemoteAddr()).Addr() != ip {
-		return wire.ReplyNotAllowed
+		return socksbind.ReplyNotAllowed
 	}
 	for _, rule := range s.PeerRules {
-		if rep := rule(req, peer.RemoteAddr()); rep != wire.ReplySucceeded {
+		if rep := rule(req, peer.RemoteAddr()); rep != socksbind.ReplySucceeded {
 			return rep
 		}
 	}
-	return wire.ReplySucceeded
+	return socksbind.ReplySucceeded
 }
 
 // bindAddr returns where a BIND or MBIND to dst listens: the loopback
 // address of dst's family and, for an unspecified dst, the port it asks for.
-func bindAddr(dst wire.Addr) (network string, ip netip.Addr, port uint16) {
+func bindAddr(dst socksbind.Addr) (network string, ip netip.Addr, port uint16) {
 	ip = netip.IPv6Loopback()
 	network = "tcp6"
 	if dst.IP.Unmap().Is4() {
@@ -171,7 +171,7 @@ func bindAddr(dst wire.Addr) (network string, ip netip.Addr, port uint16) {
 
 // bindListener opens, or in BindReuse mode takes from the pool, the
 // listening socket for a BIND to dst, and registers it.
-func (s *Server) bindListener(dst wire.Addr) (net.Listener, error) {
+func (s *Server) bindListener(dst socksbind.Addr) (net.Listener, error) {
 	network, ip, port := bindAddr(dst)
 	if port != 0 && s.BindMode == BindReuse {
 		s.mu.Lock()

@@ -10,14 +10,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/socksbind/socksbind/internal/wire"
+	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
 func TestBind(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		dst  wire.Addr
+		dst  socksbind.Addr
 		ip   netip.Addr
 		ipv6 bool
 	}{
@@ -36,7 +36,7 @@ func TestBind(t *testing.T) {
 
 			peer := dial(t, bnd.String())
 			rep, peerAddr := readReply(t, c)
-			require.Equal(t, wire.ReplySucceeded, rep, "reply 2")
+			require.Equal(t, socksbind.ReplySucceeded, rep, "reply 2")
 			assert.Equal(t, wireAddr(peer.LocalAddr()), peerAddr)
 
 			// One connection per BIND: the socket is gone by reply 2.
@@ -52,7 +52,7 @@ func TestBind(t *testing.T) {
 		c, bnd := bind(t, srv, addr(any4, 0))
 		peer := dial(t, bnd.String())
 		rep, _ := readReply(t, c)
-		require.Equal(t, wire.ReplySucceeded, rep)
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 		exchange(t, peer, c)
 	})
 
@@ -63,7 +63,7 @@ func TestBind(t *testing.T) {
 		require.NotZero(t, bnd.Port)
 		peer := dial(t, addr(ip4, bnd.Port).String())
 		rep, peerAddr := readReply(t, c)
-		require.Equal(t, wire.ReplySucceeded, rep)
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 		// Reply 2 always carries the real peer address.
 		assert.Equal(t, wireAddr(peer.LocalAddr()), peerAddr)
 	})
@@ -78,7 +78,7 @@ func TestBind(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, peer.(*net.TCPConn).CloseWrite())
 		rep, _ := readReply(t, c)
-		require.Equal(t, wire.ReplySucceeded, rep)
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 		got, err := io.ReadAll(c)
 		require.NoError(t, err)
 		assert.Equal(t, "early", string(got))
@@ -91,7 +91,7 @@ func TestBindPort(t *testing.T) {
 		c, p := bindFreePort(t, srv)
 		peer := dial(t, addr(ip4, p).String())
 		rep, _ := readReply(t, c)
-		require.Equal(t, wire.ReplySucceeded, rep)
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 		exchange(t, c, peer)
 	})
 
@@ -109,7 +109,7 @@ func TestBindPort(t *testing.T) {
 		// The BIND works on the port it got.
 		peer := dial(t, bnd.String())
 		rep, _ := readReply(t, c)
-		require.Equal(t, wire.ReplySucceeded, rep)
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 		exchange(t, c, peer)
 	})
 
@@ -120,7 +120,7 @@ func TestBindPort(t *testing.T) {
 		c1, p := bindFreePort(t, srv)
 		dial(t, addr(ip4, p).String())
 		rep, _ := readReply(t, c1)
-		require.Equal(t, wire.ReplySucceeded, rep)
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 
 		_, bnd2 := bind(t, srv, addr(any4, p))
 		assert.NotEqual(t, p, bnd2.Port)
@@ -133,7 +133,7 @@ func TestBindPort(t *testing.T) {
 		c1, p := bindFreePort(t, srv)
 		peer := dial(t, addr(ip4, p).String())
 		rep, _ := readReply(t, c1)
-		require.Equal(t, wire.ReplySucceeded, rep)
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 		require.NoError(t, c1.(*net.TCPConn).CloseWrite())
 		expectEOF(t, peer)
 		require.NoError(t, peer.Close())
@@ -165,7 +165,7 @@ func TestBindFilter(t *testing.T) {
 		peer, err := dialFrom(t, ip4, bnd.String())
 		require.NoError(t, err)
 		rep, peerAddr := readReply(t, c)
-		assert.Equal(t, wire.ReplyNotAllowed, rep)
+		assert.Equal(t, socksbind.ReplyNotAllowed, rep)
 		assert.Equal(t, wireAddr(peer.LocalAddr()), peerAddr)
 		expectEOF(t, c)
 		expectEOF(t, peer)
@@ -178,7 +178,7 @@ func TestBindFilter(t *testing.T) {
 		peer, err := dialFrom(t, ip4Other, bnd.String())
 		require.NoError(t, err)
 		rep, peerAddr := readReply(t, c)
-		require.Equal(t, wire.ReplySucceeded, rep)
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 		assert.Equal(t, addr(ip4Other, wireAddr(peer.LocalAddr()).Port), peerAddr)
 		exchange(t, c, peer)
 	})
@@ -187,23 +187,23 @@ func TestBindFilter(t *testing.T) {
 func TestPeerRules(t *testing.T) {
 	var mu sync.Mutex
 	var seen []string
-	record := func(req *socks5test.Request, peer net.Addr) wire.Reply {
+	record := func(req *socks5test.Request, peer net.Addr) socksbind.Reply {
 		mu.Lock()
 		defer mu.Unlock()
 		seen = append(seen, req.Dst.String()+" "+peer.String())
-		return wire.ReplySucceeded
+		return socksbind.ReplySucceeded
 	}
-	refused := func(_ *socks5test.Request, _ net.Addr) wire.Reply { return wire.ReplyConnectionRefused }
+	refused := func(_ *socks5test.Request, _ net.Addr) socksbind.Reply { return socksbind.ReplyConnectionRefused }
 
 	for _, tc := range []struct {
 		name  string
 		rules []socks5test.PeerRule
 		from  netip.Addr
-		want  wire.Reply
+		want  socksbind.Reply
 	}{
-		{"refuse peer", []socks5test.PeerRule{socks5test.RefusePeer(ip4)}, ip4, wire.ReplyNotAllowed},
-		{"refuse other peer", []socks5test.PeerRule{socks5test.RefusePeer(ip4Other)}, ip4, wire.ReplySucceeded},
-		{"first refusal wins", []socks5test.PeerRule{record, refused, socks5test.RefusePeer(ip4)}, ip4, wire.ReplyConnectionRefused},
+		{"refuse peer", []socks5test.PeerRule{socks5test.RefusePeer(ip4)}, ip4, socksbind.ReplyNotAllowed},
+		{"refuse other peer", []socks5test.PeerRule{socks5test.RefusePeer(ip4Other)}, ip4, socksbind.ReplySucceeded},
+		{"first refusal wins", []socks5test.PeerRule{record, refused, socks5test.RefusePeer(ip4)}, ip4, socksbind.ReplyConnectionRefused},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newServer(t, func(s *socks5test.Server) { s.PeerRules = tc.rules })
@@ -213,7 +213,7 @@ func TestPeerRules(t *testing.T) {
 			rep, peerAddr := readReply(t, c)
 			assert.Equal(t, tc.want, rep)
 			assert.Equal(t, wireAddr(peer.LocalAddr()), peerAddr)
-			if tc.want == wire.ReplySucceeded {
+			if tc.want == socksbind.ReplySucceeded {
 				exchange(t, c, peer)
 				return
 			}
@@ -267,14 +267,14 @@ func TestBindReuse(t *testing.T) {
 		binds := srv.ActiveBinds()
 		peer1 := dial(t, addr(ip4, p).String())
 		rep, _ := readReply(t, c1)
-		require.Equal(t, wire.ReplySucceeded, rep)
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 		assert.Equal(t, binds, srv.ActiveBinds(), "socket pooled")
 
 		c2, bnd2 := bind(t, srv, addr(any4, p))
 		assert.Equal(t, addr(ip4, p), bnd2)
 		peer2 := dial(t, bnd2.String())
 		rep, peerAddr := readReply(t, c2)
-		require.Equal(t, wire.ReplySucceeded, rep)
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 		assert.Equal(t, wireAddr(peer2.LocalAddr()), peerAddr)
 		assert.Equal(t, binds, srv.ActiveBinds())
 
@@ -288,7 +288,7 @@ func TestBindReuse(t *testing.T) {
 		bnd := addr(ip4, p)
 		dial(t, bnd.String())
 		rep, _ := readReply(t, c1)
-		require.Equal(t, wire.ReplySucceeded, rep)
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 
 		// No BIND waits: the kernel completes the handshake anyway.
 		early := dial(t, bnd.String())
@@ -298,7 +298,7 @@ func TestBindReuse(t *testing.T) {
 		c2, bnd2 := bind(t, srv, addr(any4, p))
 		require.Equal(t, addr(ip4, p), bnd2)
 		rep, peerAddr := readReply(t, c2)
-		require.Equal(t, wire.ReplySucceeded, rep)
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 		assert.Equal(t, wireAddr(early.LocalAddr()), peerAddr)
 		got := make([]byte, len("queued"))
 		_, err = io.ReadFull(c2, got)
@@ -320,7 +320,7 @@ func TestBindReuse(t *testing.T) {
 		assert.Equal(t, binds, srv.ActiveBinds())
 		peer := dial(t, bnd2.String())
 		rep, _ := readReply(t, c2)
-		require.Equal(t, wire.ReplySucceeded, rep)
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 		exchange(t, c2, peer)
 	})
 

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -16,7 +17,7 @@ import (
 func TestFaultStages(t *testing.T) {
 	// A Fault that returns false sees every stage and changes nothing.
 	var mu sync.Mutex
-	stages := map[wire.Command][]socks5test.Stage{}
+	stages := map[socksbind.Command][]socks5test.Stage{}
 	srv := newServer(t, func(s *socks5test.Server) {
 		s.Hooks.Fault = func(stage socks5test.Stage, _ net.Conn, req *socks5test.Request) bool {
 			if stage == socks5test.StageGreeting {
@@ -30,20 +31,20 @@ func TestFaultStages(t *testing.T) {
 		}
 	})
 	echo := newEchoServer(t, "tcp", "127.0.0.1:0")
-	c, rep, _ := request(t, srv, wire.CmdConnect, addr(ip4, echo.port()))
-	require.Equal(t, wire.ReplySucceeded, rep)
+	c, rep, _ := request(t, srv, socksbind.CmdConnect, addr(ip4, echo.port()))
+	require.Equal(t, socksbind.ReplySucceeded, rep)
 	echoed(t, c)
 
 	c, bnd := bind(t, srv, addr(any4, 0))
 	peer := dial(t, bnd.String())
 	rep, _ = readReply(t, c)
-	require.Equal(t, wire.ReplySucceeded, rep)
+	require.Equal(t, socksbind.ReplySucceeded, rep)
 	exchange(t, c, peer)
 
 	mu.Lock()
 	defer mu.Unlock()
-	assert.Equal(t, []socks5test.Stage{socks5test.StageRequest}, stages[wire.CmdConnect])
-	assert.Equal(t, []socks5test.Stage{socks5test.StageRequest, socks5test.StageBindReply}, stages[wire.CmdBind])
+	assert.Equal(t, []socks5test.Stage{socks5test.StageRequest}, stages[socksbind.CmdConnect])
+	assert.Equal(t, []socks5test.Stage{socks5test.StageRequest, socks5test.StageBindReply}, stages[socksbind.CmdBind])
 }
 
 // faultAt returns a server whose Fault hook runs f at stage and takes the
@@ -88,11 +89,11 @@ func TestFaultGreeting(t *testing.T) {
 func TestFaultRequest(t *testing.T) {
 	t.Run("truncated reply", func(t *testing.T) {
 		srv := faultAt(t, socks5test.StageRequest, func(conn net.Conn, req *socks5test.Request) {
-			assert.Equal(t, wire.CmdConnect, req.Command)
+			assert.Equal(t, socksbind.CmdConnect, req.Command)
 			conn.Write([]byte{0x05, 0x00, 0x00, 0x01, 127})
 		})
 		c := open(t, srv)
-		sendRequest(t, c, wire.CmdConnect, addr(ip4, 1))
+		sendRequest(t, c, socksbind.CmdConnect, addr(ip4, 1))
 		_, _, err := wire.ReadReply(c, nil)
 		assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
 		// The request was recorded before the hook ran.
@@ -106,7 +107,7 @@ func TestFaultRequest(t *testing.T) {
 			io.Copy(io.Discard, conn)
 		})
 		c := open(t, srv)
-		sendRequest(t, c, wire.CmdBind, addr(any4, 0))
+		sendRequest(t, c, socksbind.CmdBind, addr(any4, 0))
 		<-entered
 		assert.Zero(t, srv.ActiveBinds(), "no BIND before the hook")
 		srv.Close()
@@ -118,14 +119,14 @@ func TestFaultBindReply(t *testing.T) {
 	t.Run("reply 2 and data in one segment", func(t *testing.T) {
 		peers := make(chan net.Addr, 1)
 		srv := faultAt(t, socks5test.StageBindReply, func(conn net.Conn, _ *socks5test.Request) {
-			b := wire.AppendReply(nil, wire.ReplySucceeded, wireAddr(<-peers))
+			b := wire.AppendReply(nil, wire.ReplySucceeded, wire.Addr(wireAddr(<-peers)))
 			conn.Write(append(b, "data right behind"...))
 		})
 		c, bnd := bind(t, srv, addr(any4, 0))
 		peer := dial(t, bnd.String())
 		peers <- peer.LocalAddr()
 		rep, peerAddr := readReply(t, c)
-		require.Equal(t, wire.ReplySucceeded, rep)
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 		assert.Equal(t, wireAddr(peer.LocalAddr()), peerAddr)
 		got, err := io.ReadAll(c)
 		assert.NoError(t, err)

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -122,23 +123,23 @@ func open(t *testing.T, srv *socks5test.Server) net.Conn {
 	return c
 }
 
-func sendRequest(t *testing.T, c net.Conn, cmd wire.Command, dst wire.Addr) {
+func sendRequest(t *testing.T, c net.Conn, cmd socksbind.Command, dst socksbind.Addr) {
 	t.Helper()
-	b, err := wire.AppendRequest(nil, cmd, dst)
+	b, err := wire.AppendRequest(nil, wire.Command(cmd), wire.Addr(dst))
 	require.NoError(t, err)
 	_, err = c.Write(b)
 	require.NoError(t, err)
 }
 
-func readReply(t *testing.T, c net.Conn) (wire.Reply, wire.Addr) {
+func readReply(t *testing.T, c net.Conn) (socksbind.Reply, socksbind.Addr) {
 	t.Helper()
 	rep, a, err := wire.ReadReply(c, nil)
 	require.NoError(t, err)
-	return rep, a
+	return socksbind.Reply(rep), socksbind.Addr(a)
 }
 
 // request opens a connection to srv, sends a request and reads the reply.
-func request(t *testing.T, srv *socks5test.Server, cmd wire.Command, dst wire.Addr) (net.Conn, wire.Reply, wire.Addr) {
+func request(t *testing.T, srv *socks5test.Server, cmd socksbind.Command, dst socksbind.Addr) (net.Conn, socksbind.Reply, socksbind.Addr) {
 	t.Helper()
 	c := open(t, srv)
 	sendRequest(t, c, cmd, dst)
@@ -147,21 +148,21 @@ func request(t *testing.T, srv *socks5test.Server, cmd wire.Command, dst wire.Ad
 }
 
 // bind sends a BIND and requires reply 1 to succeed.
-func bind(t *testing.T, srv *socks5test.Server, dst wire.Addr) (net.Conn, wire.Addr) {
+func bind(t *testing.T, srv *socks5test.Server, dst socksbind.Addr) (net.Conn, socksbind.Addr) {
 	t.Helper()
-	c, rep, bnd := request(t, srv, wire.CmdBind, dst)
-	require.Equal(t, wire.ReplySucceeded, rep, "reply 1")
+	c, rep, bnd := request(t, srv, socksbind.CmdBind, dst)
+	require.Equal(t, socksbind.ReplySucceeded, rep, "reply 1")
 	return c, bnd
 }
 
-func addr(ip netip.Addr, port uint16) wire.Addr {
-	return wire.Addr{IP: ip, Port: port}
+func addr(ip netip.Addr, port uint16) socksbind.Addr {
+	return socksbind.Addr{IP: ip, Port: port}
 }
 
 // wireAddr returns a socket address as a reply carries it.
-func wireAddr(a net.Addr) wire.Addr {
+func wireAddr(a net.Addr) socksbind.Addr {
 	ap := netip.MustParseAddrPort(a.String())
-	return wire.Addr{IP: ap.Addr().Unmap(), Port: ap.Port()}
+	return socksbind.Addr{IP: ap.Addr().Unmap(), Port: ap.Port()}
 }
 
 // expectEOF checks that the other side closed c after sending everything.
@@ -254,7 +255,7 @@ func requireIPv6(t *testing.T) {
 }
 
 // requireRefused checks that nothing accepts connections on a.
-func requireRefused(t *testing.T, a wire.Addr) {
+func requireRefused(t *testing.T, a socksbind.Addr) {
 	t.Helper()
 	c, err := net.Dial("tcp", a.String())
 	if err == nil {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"github.com/socksbind/socksbind/internal/wire"
+	"github.com/socksbind/socksbind"
 )
 
 func TestDialReply(t *testing.T) {
@@ -23,19 +23,19 @@ func TestDialReply(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		err  error
-		want wire.Reply
+		want socksbind.Reply
 	}{
-		{"refused", errno(syscall.ECONNREFUSED), wire.ReplyConnectionRefused},
-		{"network unreachable", errno(syscall.ENETUNREACH), wire.ReplyNetworkUnreachable},
-		{"host unreachable", errno(syscall.EHOSTUNREACH), wire.ReplyHostUnreachable},
-		{"no such host", dialErr(&net.DNSError{Err: "no such host", Name: "example.invalid", IsNotFound: true}), wire.ReplyHostUnreachable},
-		{"dns timeout", dialErr(&net.DNSError{Err: "i/o timeout", Name: "example.com", IsTimeout: true}), wire.ReplyTTLExpired},
-		{"connect timeout", errno(syscall.ETIMEDOUT), wire.ReplyTTLExpired},
-		{"dial deadline", dialErr(os.ErrDeadlineExceeded), wire.ReplyTTLExpired},
-		{"context deadline", dialErr(context.DeadlineExceeded), wire.ReplyTTLExpired},
-		{"canceled", dialErr(context.Canceled), wire.ReplyGeneralFailure},
-		{"dns failure", dialErr(&net.DNSError{Err: "server misbehaving", Name: "example.com"}), wire.ReplyGeneralFailure},
-		{"other", errors.New("something else"), wire.ReplyGeneralFailure},
+		{"refused", errno(syscall.ECONNREFUSED), socksbind.ReplyConnectionRefused},
+		{"network unreachable", errno(syscall.ENETUNREACH), socksbind.ReplyNetworkUnreachable},
+		{"host unreachable", errno(syscall.EHOSTUNREACH), socksbind.ReplyHostUnreachable},
+		{"no such host", dialErr(&net.DNSError{Err: "no such host", Name: "example.invalid", IsNotFound: true}), socksbind.ReplyHostUnreachable},
+		{"dns timeout", dialErr(&net.DNSError{Err: "i/o timeout", Name: "example.com", IsTimeout: true}), socksbind.ReplyTTLExpired},
+		{"connect timeout", errno(syscall.ETIMEDOUT), socksbind.ReplyTTLExpired},
+		{"dial deadline", dialErr(os.ErrDeadlineExceeded), socksbind.ReplyTTLExpired},
+		{"context deadline", dialErr(context.DeadlineExceeded), socksbind.ReplyTTLExpired},
+		{"canceled", dialErr(context.Canceled), socksbind.ReplyGeneralFailure},
+		{"dns failure", dialErr(&net.DNSError{Err: "server misbehaving", Name: "example.com"}), socksbind.ReplyGeneralFailure},
+		{"other", errors.New("something else"), socksbind.ReplyGeneralFailure},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			assert.Equal(t, tc.want, dialReply(tc.err))

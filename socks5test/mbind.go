@@ -6,13 +6,13 @@ import (
 
 	"github.com/xtaci/smux"
 
+	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/relay"
-	"github.com/socksbind/socksbind/internal/wire"
 )
 
-// CmdMultiplexBind is the command of GOST's multiplexed BIND (MBIND), 0xF2.
-// See [Server.Multiplex].
-const CmdMultiplexBind = wire.CmdMultiplexBind
+// CmdMultiplexBind is the command of GOST's multiplexed BIND (MBIND), 0xF2,
+// the same as [socksbind.CmdMultiplexBind]. See [Server.Multiplex].
+const CmdMultiplexBind = socksbind.CmdMultiplexBind
 
 // MultiplexConfig returns the smux configuration of an MBIND session, the
 // one GOST v3 uses: smux protocol version 1, a keep-alive every 10 seconds,
@@ -38,18 +38,18 @@ func MultiplexConfig() *smux.Config {
 func (s *Server) multiplexBind(c net.Conn, req *Request) {
 	dst := req.Dst
 	if dst.Name != "" {
-		writeReply(c, wire.ReplyAddressTypeNotSupported, wire.Addr{})
+		writeReply(c, socksbind.ReplyAddressTypeNotSupported, socksbind.Addr{})
 		return
 	}
 	network, ip, port := bindAddr(dst)
 	// A plain socket, SO_REUSEADDR set as Go does: GOST's own listener.
 	ln, err := s.listenBind(net.ListenConfig{}, network, ip, port)
 	if err != nil {
-		writeReply(c, wire.ReplyGeneralFailure, wire.Addr{})
+		writeReply(c, socksbind.ReplyGeneralFailure, socksbind.Addr{})
 		return
 	}
 	defer s.closeBind(ln)
-	if err := writeReply(c, wire.ReplySucceeded, s.bound(ln.Addr())); err != nil {
+	if err := writeReply(c, socksbind.ReplySucceeded, s.bound(ln.Addr())); err != nil {
 		return
 	}
 
@@ -92,7 +92,7 @@ func (s *Server) multiplexBind(c net.Conn, req *Request) {
 // naming the peer, unless MultiplexNoHeader is set, and relays.
 func (s *Server) multiplexPeer(sess *smux.Session, req *Request, peer net.Conn) {
 	defer s.conns.Release(peer)
-	if s.peerReply(req, peer) != wire.ReplySucceeded {
+	if s.peerReply(req, peer) != socksbind.ReplySucceeded {
 		// No reply 2 to carry a refusal: the peer is closed, and the
 		// client never hears of it.
 		return
@@ -104,7 +104,7 @@ func (s *Server) multiplexPeer(sess *smux.Session, req *Request, peer net.Conn) 
 	defer st.Close()
 	if !s.MultiplexNoHeader {
 		pa := addrPort(peer.RemoteAddr())
-		if err := writeReply(st, wire.ReplySucceeded, wire.Addr{IP: pa.Addr(), Port: pa.Port()}); err != nil {
+		if err := writeReply(st, socksbind.ReplySucceeded, socksbind.Addr{IP: pa.Addr(), Port: pa.Port()}); err != nil {
 			return
 		}
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/xtaci/smux"
 
-	"github.com/socksbind/socksbind/internal/wire"
+	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -34,10 +34,10 @@ func newMultiplexServer(t *testing.T, setup func(*socks5test.Server)) *socks5tes
 // mbind sends an MBIND for dst, requires reply 1 to succeed, and runs the
 // client's side of the session over the control connection, as a SOCKS
 // client does: an smux server. The session is closed when the test ends.
-func mbind(t *testing.T, srv *socks5test.Server, dst wire.Addr) (*smux.Session, net.Conn, wire.Addr) {
+func mbind(t *testing.T, srv *socks5test.Server, dst socksbind.Addr) (*smux.Session, net.Conn, socksbind.Addr) {
 	t.Helper()
 	c, rep, bnd := request(t, srv, socks5test.CmdMultiplexBind, dst)
-	require.Equal(t, wire.ReplySucceeded, rep, "reply 1")
+	require.Equal(t, socksbind.ReplySucceeded, rep, "reply 1")
 	sess, err := smux.Server(c, socks5test.MultiplexConfig())
 	require.NoError(t, err)
 	t.Cleanup(func() { sess.Close() })
@@ -78,7 +78,7 @@ func TestMBIND(t *testing.T) {
 		assert.Equal(t, 1, srv.ActiveBinds(), "one socket for the session")
 
 		const n = 3
-		peers := map[wire.Addr]net.Conn{}
+		peers := map[socksbind.Addr]net.Conn{}
 		for range n {
 			p := dial(t, bnd.String())
 			peers[wireAddr(p.LocalAddr())] = p
@@ -86,7 +86,7 @@ func TestMBIND(t *testing.T) {
 		for range n {
 			st := acceptStream(t, sess)
 			rep, from := readReply(t, st)
-			require.Equal(t, wire.ReplySucceeded, rep, "stream header")
+			require.Equal(t, socksbind.ReplySucceeded, rep, "stream header")
 			peer, ok := peers[from]
 			require.True(t, ok, "the header names a peer: %v", from)
 			delete(peers, from)
@@ -117,7 +117,7 @@ func TestMBIND(t *testing.T) {
 		peer := dial(t, bnd.String())
 		st := acceptStream(t, sess)
 		rep, from := readReply(t, st)
-		require.Equal(t, wire.ReplySucceeded, rep)
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 		assert.Equal(t, wireAddr(peer.LocalAddr()), from)
 		exchange(t, st, peer)
 	})
@@ -264,10 +264,10 @@ func TestMBINDEnd(t *testing.T) {
 func TestMBINDRefusals(t *testing.T) {
 	t.Run("rules refuse in reply 1", func(t *testing.T) {
 		srv := newMultiplexServer(t, func(s *socks5test.Server) {
-			s.Rules = []socks5test.Rule{socks5test.RefuseCommand(socks5test.CmdMultiplexBind, wire.ReplyNotAllowed)}
+			s.Rules = []socks5test.Rule{socks5test.RefuseCommand(socks5test.CmdMultiplexBind, socksbind.ReplyNotAllowed)}
 		})
 		c, rep, bnd := request(t, srv, socks5test.CmdMultiplexBind, addr(any4, 0))
-		assert.Equal(t, wire.ReplyNotAllowed, rep)
+		assert.Equal(t, socksbind.ReplyNotAllowed, rep)
 		assert.Equal(t, addr(any4, 0), bnd)
 		expectEOF(t, c)
 		assert.Zero(t, srv.ActiveBinds())
@@ -276,8 +276,8 @@ func TestMBINDRefusals(t *testing.T) {
 
 	t.Run("domain name", func(t *testing.T) {
 		srv := newMultiplexServer(t, nil)
-		c, rep, _ := request(t, srv, socks5test.CmdMultiplexBind, wire.Addr{Name: "localhost"})
-		assert.Equal(t, wire.ReplyAddressTypeNotSupported, rep)
+		c, rep, _ := request(t, srv, socks5test.CmdMultiplexBind, socksbind.Addr{Name: "localhost"})
+		assert.Equal(t, socksbind.ReplyAddressTypeNotSupported, rep)
 		expectEOF(t, c)
 		assert.Zero(t, srv.ActiveBinds())
 	})
@@ -301,7 +301,7 @@ func TestMBINDRefusals(t *testing.T) {
 			allowed := dial(t, addr(ip4, bnd.Port).String())
 			st := acceptStream(t, sess)
 			rep, from := readReply(t, st)
-			require.Equal(t, wire.ReplySucceeded, rep)
+			require.Equal(t, socksbind.ReplySucceeded, rep)
 			assert.Equal(t, wireAddr(allowed.LocalAddr()), from, "the first stream is the allowed peer's")
 			exchange(t, st, allowed)
 		})
@@ -328,7 +328,7 @@ func TestMBINDClose(t *testing.T) {
 	srv.Start()
 
 	c, rep, bnd := request(t, srv, socks5test.CmdMultiplexBind, addr(any4, 0))
-	require.Equal(t, wire.ReplySucceeded, rep)
+	require.Equal(t, socksbind.ReplySucceeded, rep)
 	sess, err := smux.Server(c, socks5test.MultiplexConfig())
 	require.NoError(t, err)
 	peer := dial(t, bnd.String())

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/relay"
 	"github.com/socksbind/socksbind/internal/tracker"
 	"github.com/socksbind/socksbind/internal/wire"
@@ -128,11 +129,11 @@ type Server struct {
 type Request struct {
 	// Command is the CMD field, as received, even one the server does
 	// not support.
-	Command wire.Command
+	Command socksbind.Command
 
 	// Dst is DST.ADDR and DST.PORT as received: Dst.Type() tells whether
 	// the client sent an IPv4 address, an IPv6 address or a domain name.
-	Dst wire.Addr
+	Dst socksbind.Addr
 
 	// Client is the remote address of the client's connection.
 	Client net.Addr
@@ -143,61 +144,61 @@ type Request struct {
 }
 
 // A Rule decides whether the server refuses a request: a non-zero reply
-// refuses it with that code, [wire.ReplySucceeded] lets it through. See
+// refuses it with that code, [socksbind.ReplySucceeded] lets it through. See
 // [Server.Rules].
-type Rule func(req *Request) wire.Reply
+type Rule func(req *Request) socksbind.Reply
 
 // A PeerRule decides whether the server refuses a peer that connected to the
 // socket of the BIND request req: a non-zero reply refuses it with that code
 // in reply 2. See [Server.PeerRules].
-type PeerRule func(req *Request, peer net.Addr) wire.Reply
+type PeerRule func(req *Request, peer net.Addr) socksbind.Reply
 
 // RefuseCommand returns a [Rule] that refuses every request with command cmd
 // with reply rep.
-func RefuseCommand(cmd wire.Command, rep wire.Reply) Rule {
-	return func(req *Request) wire.Reply {
+func RefuseCommand(cmd socksbind.Command, rep socksbind.Reply) Rule {
+	return func(req *Request) socksbind.Reply {
 		if req.Command == cmd {
 			return rep
 		}
-		return wire.ReplySucceeded
+		return socksbind.ReplySucceeded
 	}
 }
 
 // RefusePort returns a [Rule] that refuses CONNECT, BIND and MBIND requests
 // whose DST.PORT is port with reply rep.
-func RefusePort(port uint16, rep wire.Reply) Rule {
-	return func(req *Request) wire.Reply {
+func RefusePort(port uint16, rep socksbind.Reply) Rule {
+	return func(req *Request) socksbind.Reply {
 		switch req.Command {
-		case wire.CmdConnect, wire.CmdBind, CmdMultiplexBind:
+		case socksbind.CmdConnect, socksbind.CmdBind, CmdMultiplexBind:
 			if req.Dst.Port == port {
 				return rep
 			}
 		}
-		return wire.ReplySucceeded
+		return socksbind.ReplySucceeded
 	}
 }
 
 // RefuseHost returns a [Rule] that refuses every request whose DST.ADDR, as
-// text ([wire.Addr.Host]), is host with reply rep. A name matches only as a
-// name and an IP only as an IP: no name is resolved.
-func RefuseHost(host string, rep wire.Reply) Rule {
-	return func(req *Request) wire.Reply {
+// text ([socksbind.Addr.Host]), is host with reply rep. A name matches only
+// as a name and an IP only as an IP: no name is resolved.
+func RefuseHost(host string, rep socksbind.Reply) Rule {
+	return func(req *Request) socksbind.Reply {
 		if req.Dst.Host() == host {
 			return rep
 		}
-		return wire.ReplySucceeded
+		return socksbind.ReplySucceeded
 	}
 }
 
 // RefusePeer returns a [PeerRule] that refuses BIND peers connecting from ip
-// with [wire.ReplyNotAllowed].
+// with [socksbind.ReplyNotAllowed].
 func RefusePeer(ip netip.Addr) PeerRule {
 	ip = ip.Unmap()
-	return func(_ *Request, peer net.Addr) wire.Reply {
+	return func(_ *Request, peer net.Addr) socksbind.Reply {
 		if addrPort(peer).Addr().Unmap() == ip {
-			return wire.ReplyNotAllowed
+			return socksbind.ReplyNotAllowed
 		}
-		return wire.ReplySucceeded
+		return socksbind.ReplySucceeded
 	}
 }
 
@@ -390,7 +391,7 @@ func (s *Server) handle(c net.Conn) {
 		// answered by a close, as Dante does.
 		return
 	}
-	req := &Request{Command: cmd, Dst: dst, Client: c.RemoteAddr(), User: user}
+	req := &Request{Command: socksbind.Command(cmd), Dst: socksbind.Addr(dst), Client: c.RemoteAddr(), User: user}
 	s.mu.Lock()
 	s.requests = append(s.requests, *req)
 	s.mu.Unlock()
@@ -398,18 +399,18 @@ func (s *Server) handle(c net.Conn) {
 		return
 	}
 	for _, rule := range s.Rules {
-		if rep := rule(req); rep != wire.ReplySucceeded {
-			writeReply(c, rep, wire.Addr{})
+		if rep := rule(req); rep != socksbind.ReplySucceeded {
+			writeReply(c, rep, socksbind.Addr{})
 			return
 		}
 	}
-	switch cmd {
-	case wire.CmdConnect:
+	switch req.Command {
+	case socksbind.CmdConnect:
 		s.connect(c, req)
-	case wire.CmdBind:
+	case socksbind.CmdBind:
 		s.bind(c, req)
-	case wire.CmdUDPAssociate:
-		writeReply(c, wire.ReplyCommandNotSupported, wire.Addr{})
+	case socksbind.CmdUDPAssociate:
+		writeReply(c, socksbind.ReplyCommandNotSupported, socksbind.Addr{})
 	case CmdMultiplexBind:
 		if s.Multiplex {
 			s.multiplexBind(c, req)
@@ -422,8 +423,8 @@ func (s *Server) handle(c net.Conn) {
 }
 
 // writeReply sends a reply in one Write.
-func writeReply(c net.Conn, rep wire.Reply, bnd wire.Addr) error {
-	_, err := c.Write(wire.AppendReply(nil, rep, bnd))
+func writeReply(c net.Conn, rep socksbind.Reply, bnd socksbind.Addr) error {
+	_, err := c.Write(wire.AppendReply(nil, wire.Reply(rep), wire.Addr(bnd)))
 	return err
 }
 
@@ -443,43 +444,43 @@ func (s *Server) connect(c net.Conn, req *Request) {
 	}
 	out, err := d.DialContext(s.ctx, "tcp", target)
 	if err != nil {
-		writeReply(c, dialReply(err), wire.Addr{})
+		writeReply(c, dialReply(err), socksbind.Addr{})
 		return
 	}
 	if !s.conns.Track(out) {
 		return
 	}
 	defer s.conns.Release(out)
-	if err := writeReply(c, wire.ReplySucceeded, s.bound(out.LocalAddr())); err != nil {
+	if err := writeReply(c, socksbind.ReplySucceeded, s.bound(out.LocalAddr())); err != nil {
 		return
 	}
 	relay.Run(&s.wg, c, out)
 }
 
 // dialReply maps a dial error to the reply code a server sends for it.
-func dialReply(err error) wire.Reply {
+func dialReply(err error) socksbind.Reply {
 	var dnsErr *net.DNSError
 	var netErr net.Error
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return wire.ReplyConnectionRefused
+		return socksbind.ReplyConnectionRefused
 	case errors.Is(err, syscall.ENETUNREACH):
-		return wire.ReplyNetworkUnreachable
+		return socksbind.ReplyNetworkUnreachable
 	case errors.Is(err, syscall.EHOSTUNREACH):
-		return wire.ReplyHostUnreachable
+		return socksbind.ReplyHostUnreachable
 	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
-		return wire.ReplyHostUnreachable
+		return socksbind.ReplyHostUnreachable
 	case errors.Is(err, syscall.ETIMEDOUT),
 		errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, os.ErrDeadlineExceeded),
 		errors.As(err, &netErr) && netErr.Timeout():
-		return wire.ReplyTTLExpired
+		return socksbind.ReplyTTLExpired
 	}
-	return wire.ReplyGeneralFailure
+	return socksbind.ReplyGeneralFailure
 }
 
 // bound returns the address to report for one of the server's own sockets.
-func (s *Server) bound(a net.Addr) wire.Addr {
+func (s *Server) bound(a net.Addr) socksbind.Addr {
 	ap := addrPort(a)
 	ip := ap.Addr().Unmap()
 	if s.ReportUnspecified {
@@ -489,7 +490,7 @@ func (s *Server) bound(a net.Addr) wire.Addr {
 			ip = netip.IPv6Unspecified()
 		}
 	}
-	return wire.Addr{IP: ip, Port: ap.Port()}
+	return socksbind.Addr{IP: ip, Port: ap.Port()}
 }
 
 // addrPort returns the IP, IPv4 addresses unmapped, and port of a TCP

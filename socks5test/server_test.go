@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/proxy"
 
+	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -93,9 +94,9 @@ func TestUserPass(t *testing.T) {
 	t.Run("good", func(t *testing.T) {
 		c, status := login(t, "bob", "hunter2")
 		require.Equal(t, byte(0), status)
-		sendRequest(t, c, wire.CmdConnect, addr(ip4, echo.port()))
+		sendRequest(t, c, socksbind.CmdConnect, addr(ip4, echo.port()))
 		rep, _ := readReply(t, c)
-		require.Equal(t, wire.ReplySucceeded, rep)
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 		echoed(t, c)
 		reqs := srv.Requests()
 		require.NotEmpty(t, reqs)
@@ -116,40 +117,40 @@ func TestUserPass(t *testing.T) {
 
 func TestRules(t *testing.T) {
 	echo := newEchoServer(t, "tcp", "127.0.0.1:0")
-	custom := func(req *socks5test.Request) wire.Reply {
-		if req.Dst.Type() == wire.AddrIPv6 {
-			return wire.ReplyAddressTypeNotSupported
+	custom := func(req *socks5test.Request) socksbind.Reply {
+		if req.Dst.Type() == socksbind.AddrIPv6 {
+			return socksbind.ReplyAddressTypeNotSupported
 		}
-		return wire.ReplySucceeded
+		return socksbind.ReplySucceeded
 	}
 	for _, tc := range []struct {
 		name  string
 		rules []socks5test.Rule
-		cmd   wire.Command
-		dst   wire.Addr
-		want  wire.Reply
+		cmd   socksbind.Command
+		dst   socksbind.Addr
+		want  socksbind.Reply
 	}{
-		{"command", []socks5test.Rule{socks5test.RefuseCommand(wire.CmdConnect, wire.ReplyNotAllowed)},
-			wire.CmdConnect, addr(ip4, echo.port()), wire.ReplyNotAllowed},
-		{"command bind refused in reply 1", []socks5test.Rule{socks5test.RefuseCommand(wire.CmdBind, wire.ReplyNotAllowed)},
-			wire.CmdBind, addr(any4, 0), wire.ReplyNotAllowed},
-		{"port", []socks5test.Rule{socks5test.RefusePort(echo.port(), wire.ReplyConnectionRefused)},
-			wire.CmdConnect, addr(ip4, echo.port()), wire.ReplyConnectionRefused},
-		{"bind port", []socks5test.Rule{socks5test.RefusePort(4242, wire.ReplyNotAllowed)},
-			wire.CmdBind, addr(any4, 4242), wire.ReplyNotAllowed},
-		{"mbind port, as GOST refuses a taken one", []socks5test.Rule{socks5test.RefusePort(4242, wire.ReplyGeneralFailure)},
-			socks5test.CmdMultiplexBind, addr(any4, 4242), wire.ReplyGeneralFailure},
-		{"host ip", []socks5test.Rule{socks5test.RefuseHost("127.0.0.1", wire.ReplyHostUnreachable)},
-			wire.CmdConnect, addr(ip4, echo.port()), wire.ReplyHostUnreachable},
-		{"host name", []socks5test.Rule{socks5test.RefuseHost("localhost", wire.ReplyNetworkUnreachable)},
-			wire.CmdConnect, wire.Addr{Name: "localhost", Port: echo.port()}, wire.ReplyNetworkUnreachable},
+		{"command", []socks5test.Rule{socks5test.RefuseCommand(socksbind.CmdConnect, socksbind.ReplyNotAllowed)},
+			socksbind.CmdConnect, addr(ip4, echo.port()), socksbind.ReplyNotAllowed},
+		{"command bind refused in reply 1", []socks5test.Rule{socks5test.RefuseCommand(socksbind.CmdBind, socksbind.ReplyNotAllowed)},
+			socksbind.CmdBind, addr(any4, 0), socksbind.ReplyNotAllowed},
+		{"port", []socks5test.Rule{socks5test.RefusePort(echo.port(), socksbind.ReplyConnectionRefused)},
+			socksbind.CmdConnect, addr(ip4, echo.port()), socksbind.ReplyConnectionRefused},
+		{"bind port", []socks5test.Rule{socks5test.RefusePort(4242, socksbind.ReplyNotAllowed)},
+			socksbind.CmdBind, addr(any4, 4242), socksbind.ReplyNotAllowed},
+		{"mbind port, as GOST refuses a taken one", []socks5test.Rule{socks5test.RefusePort(4242, socksbind.ReplyGeneralFailure)},
+			socks5test.CmdMultiplexBind, addr(any4, 4242), socksbind.ReplyGeneralFailure},
+		{"host ip", []socks5test.Rule{socks5test.RefuseHost("127.0.0.1", socksbind.ReplyHostUnreachable)},
+			socksbind.CmdConnect, addr(ip4, echo.port()), socksbind.ReplyHostUnreachable},
+		{"host name", []socks5test.Rule{socks5test.RefuseHost("localhost", socksbind.ReplyNetworkUnreachable)},
+			socksbind.CmdConnect, socksbind.Addr{Name: "localhost", Port: echo.port()}, socksbind.ReplyNetworkUnreachable},
 		{"first refusal wins", []socks5test.Rule{
-			socks5test.RefusePort(1, wire.ReplyGeneralFailure),
+			socks5test.RefusePort(1, socksbind.ReplyGeneralFailure),
 			custom,
-			socks5test.RefuseCommand(wire.CmdConnect, wire.ReplyNotAllowed),
-		}, wire.CmdConnect, addr(ip6, echo.port()), wire.ReplyAddressTypeNotSupported},
-		{"rules run before unsupported commands", []socks5test.Rule{socks5test.RefuseCommand(wire.CmdUDPAssociate, wire.ReplyTTLExpired)},
-			wire.CmdUDPAssociate, addr(any4, 0), wire.ReplyTTLExpired},
+			socks5test.RefuseCommand(socksbind.CmdConnect, socksbind.ReplyNotAllowed),
+		}, socksbind.CmdConnect, addr(ip6, echo.port()), socksbind.ReplyAddressTypeNotSupported},
+		{"rules run before unsupported commands", []socks5test.Rule{socks5test.RefuseCommand(socksbind.CmdUDPAssociate, socksbind.ReplyTTLExpired)},
+			socksbind.CmdUDPAssociate, addr(any4, 0), socksbind.ReplyTTLExpired},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newServer(t, func(s *socks5test.Server) { s.Rules = tc.rules })
@@ -164,13 +165,13 @@ func TestRules(t *testing.T) {
 	t.Run("no refusal", func(t *testing.T) {
 		srv := newServer(t, func(s *socks5test.Server) {
 			s.Rules = []socks5test.Rule{
-				socks5test.RefuseCommand(wire.CmdBind, wire.ReplyNotAllowed),
-				socks5test.RefusePort(echo.port()+1, wire.ReplyNotAllowed),
-				socks5test.RefuseHost("localhost", wire.ReplyNotAllowed),
+				socks5test.RefuseCommand(socksbind.CmdBind, socksbind.ReplyNotAllowed),
+				socks5test.RefusePort(echo.port()+1, socksbind.ReplyNotAllowed),
+				socks5test.RefuseHost("localhost", socksbind.ReplyNotAllowed),
 			}
 		})
-		c, rep, _ := request(t, srv, wire.CmdConnect, addr(ip4, echo.port()))
-		require.Equal(t, wire.ReplySucceeded, rep)
+		c, rep, _ := request(t, srv, socksbind.CmdConnect, addr(ip4, echo.port()))
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 		echoed(t, c)
 	})
 }
@@ -180,13 +181,13 @@ func TestConnect(t *testing.T) {
 		name    string
 		network string
 		listen  string
-		dst     func(port uint16) wire.Addr
+		dst     func(port uint16) socksbind.Addr
 		ipv6    bool
 	}{
-		{"ipv4", "tcp4", "127.0.0.1:0", func(p uint16) wire.Addr { return addr(ip4, p) }, false},
-		{"ipv6", "tcp6", "[::1]:0", func(p uint16) wire.Addr { return addr(ip6, p) }, true},
-		{"localhost", "tcp4", "127.0.0.1:0", func(p uint16) wire.Addr { return wire.Addr{Name: "localhost", Port: p} }, false},
-		{"name from Hosts", "tcp4", "127.0.0.1:0", func(p uint16) wire.Addr { return wire.Addr{Name: "api.example", Port: p} }, false},
+		{"ipv4", "tcp4", "127.0.0.1:0", func(p uint16) socksbind.Addr { return addr(ip4, p) }, false},
+		{"ipv6", "tcp6", "[::1]:0", func(p uint16) socksbind.Addr { return addr(ip6, p) }, true},
+		{"localhost", "tcp4", "127.0.0.1:0", func(p uint16) socksbind.Addr { return socksbind.Addr{Name: "localhost", Port: p} }, false},
+		{"name from Hosts", "tcp4", "127.0.0.1:0", func(p uint16) socksbind.Addr { return socksbind.Addr{Name: "api.example", Port: p} }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.ipv6 {
@@ -194,8 +195,8 @@ func TestConnect(t *testing.T) {
 			}
 			srv := newServer(t, func(s *socks5test.Server) { s.Hosts = map[string]netip.Addr{"api.example": ip4} })
 			echo := newEchoServer(t, tc.network, tc.listen)
-			c, rep, bnd := request(t, srv, wire.CmdConnect, tc.dst(echo.port()))
-			require.Equal(t, wire.ReplySucceeded, rep)
+			c, rep, bnd := request(t, srv, socksbind.CmdConnect, tc.dst(echo.port()))
+			require.Equal(t, socksbind.ReplySucceeded, rep)
 			// BND is the local address of the server's outbound
 			// connection: what the target sees as its peer.
 			assert.Equal(t, wireAddr(<-echo.peers), bnd)
@@ -206,16 +207,16 @@ func TestConnect(t *testing.T) {
 	t.Run("report unspecified", func(t *testing.T) {
 		srv := newServer(t, func(s *socks5test.Server) { s.ReportUnspecified = true })
 		echo := newEchoServer(t, "tcp", "127.0.0.1:0")
-		c, rep, bnd := request(t, srv, wire.CmdConnect, addr(ip4, echo.port()))
-		require.Equal(t, wire.ReplySucceeded, rep)
+		c, rep, bnd := request(t, srv, socksbind.CmdConnect, addr(ip4, echo.port()))
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 		assert.Equal(t, addr(any4, wireAddr(<-echo.peers).Port), bnd)
 		echoed(t, c)
 	})
 
 	t.Run("connection refused", func(t *testing.T) {
 		srv := newServer(t, nil)
-		c, rep, bnd := request(t, srv, wire.CmdConnect, addr(ip4, closedPort(t)))
-		assert.Equal(t, wire.ReplyConnectionRefused, rep)
+		c, rep, bnd := request(t, srv, socksbind.CmdConnect, addr(ip4, closedPort(t)))
+		assert.Equal(t, socksbind.ReplyConnectionRefused, rep)
 		assert.Equal(t, addr(any4, 0), bnd)
 		expectEOF(t, c)
 	})
@@ -227,7 +228,7 @@ func TestConnect(t *testing.T) {
 		echo := newEchoServer(t, "tcp", "127.0.0.1:0")
 		c := dial(t, srv.Addr())
 		b := wire.AppendGreeting(nil, []wire.AuthMethod{wire.AuthNone})
-		b, err := wire.AppendRequest(b, wire.CmdConnect, addr(ip4, echo.port()))
+		b, err := wire.AppendRequest(b, wire.CmdConnect, wire.Addr(addr(ip4, echo.port())))
 		require.NoError(t, err)
 		b = append(b, "payload"...)
 		_, err = c.Write(b)
@@ -236,7 +237,7 @@ func TestConnect(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, wire.AuthNone, m)
 		rep, _ := readReply(t, c)
-		require.Equal(t, wire.ReplySucceeded, rep)
+		require.Equal(t, socksbind.ReplySucceeded, rep)
 		got := make([]byte, len("payload"))
 		_, err = io.ReadFull(c, got)
 		require.NoError(t, err)
@@ -247,13 +248,13 @@ func TestConnect(t *testing.T) {
 func TestUnsupported(t *testing.T) {
 	srv := newServer(t, nil)
 	t.Run("udp associate", func(t *testing.T) {
-		c, rep, bnd := request(t, srv, wire.CmdUDPAssociate, addr(any4, 0))
-		assert.Equal(t, wire.ReplyCommandNotSupported, rep)
+		c, rep, bnd := request(t, srv, socksbind.CmdUDPAssociate, addr(any4, 0))
+		assert.Equal(t, socksbind.ReplyCommandNotSupported, rep)
 		assert.Equal(t, addr(any4, 0), bnd)
 		expectEOF(t, c)
 	})
 	// Dante answers a command it does not know by closing, with no reply.
-	for _, cmd := range []wire.Command{0x04, 0x09, 0xff} {
+	for _, cmd := range []socksbind.Command{0x04, 0x09, 0xff} {
 		t.Run(cmd.String(), func(t *testing.T) {
 			c := open(t, srv)
 			sendRequest(t, c, cmd, addr(any4, 0))
@@ -261,8 +262,8 @@ func TestUnsupported(t *testing.T) {
 		})
 	}
 	t.Run("bind to a domain name", func(t *testing.T) {
-		c, rep, _ := request(t, srv, wire.CmdBind, wire.Addr{Name: "localhost", Port: 0})
-		assert.Equal(t, wire.ReplyAddressTypeNotSupported, rep)
+		c, rep, _ := request(t, srv, socksbind.CmdBind, socksbind.Addr{Name: "localhost", Port: 0})
+		assert.Equal(t, socksbind.ReplyAddressTypeNotSupported, rep)
 		expectEOF(t, c)
 		assert.Zero(t, srv.ActiveBinds())
 	})
@@ -310,13 +311,13 @@ func TestRequestsRecorded(t *testing.T) {
 	requireIPv6(t)
 	srv := newServer(t, nil)
 	echo := newEchoServer(t, "tcp", "127.0.0.1:0")
-	dsts := []wire.Addr{
+	dsts := []socksbind.Addr{
 		addr(ip4, echo.port()),
 		addr(ip6, echo.port()), // refused: the echo server listens on IPv4 only
 		{Name: "localhost", Port: echo.port()},
 		addr(any4, 0),
 	}
-	cmds := []wire.Command{wire.CmdConnect, wire.CmdConnect, wire.CmdConnect, wire.CmdUDPAssociate}
+	cmds := []socksbind.Command{socksbind.CmdConnect, socksbind.CmdConnect, socksbind.CmdConnect, socksbind.CmdUDPAssociate}
 	var clients []net.Addr
 	for i, dst := range dsts {
 		c, _, _ := request(t, srv, cmds[i], dst)
@@ -330,9 +331,9 @@ func TestRequestsRecorded(t *testing.T) {
 		assert.Equal(t, clients[i].String(), req.Client.String())
 		assert.Empty(t, req.User)
 	}
-	assert.Equal(t, wire.AddrIPv4, reqs[0].Dst.Type())
-	assert.Equal(t, wire.AddrIPv6, reqs[1].Dst.Type())
-	assert.Equal(t, wire.AddrDomain, reqs[2].Dst.Type())
+	assert.Equal(t, socksbind.AddrIPv4, reqs[0].Dst.Type())
+	assert.Equal(t, socksbind.AddrIPv6, reqs[1].Dst.Type())
+	assert.Equal(t, socksbind.AddrDomain, reqs[2].Dst.Type())
 
 	// The result is a copy.
 	reqs[0].User = "changed"
@@ -353,7 +354,7 @@ func TestXNetProxyInterop(t *testing.T) {
 		echoed(t, c)
 		reqs := srv.Requests()
 		require.Len(t, reqs, 1)
-		assert.Equal(t, wire.CmdConnect, reqs[0].Command)
+		assert.Equal(t, socksbind.CmdConnect, reqs[0].Command)
 		assert.Equal(t, addr(ip4, echo.port()), reqs[0].Dst)
 	})
 
@@ -390,12 +391,12 @@ func TestXNetProxyInterop(t *testing.T) {
 
 	t.Run("refused by rule", func(t *testing.T) {
 		srv := newServer(t, func(s *socks5test.Server) {
-			s.Rules = []socks5test.Rule{socks5test.RefusePort(echo.port(), wire.ReplyNotAllowed)}
+			s.Rules = []socks5test.Rule{socks5test.RefusePort(echo.port(), socksbind.ReplyNotAllowed)}
 		})
 		d, err := proxy.SOCKS5("tcp", srv.Addr(), nil, proxy.Direct)
 		require.NoError(t, err)
 		_, err = d.Dial("tcp", target)
-		assert.ErrorContains(t, err, wire.ReplyNotAllowed.String())
+		assert.ErrorContains(t, err, socksbind.ReplyNotAllowed.String())
 	})
 }
 
@@ -405,7 +406,7 @@ func TestClose(t *testing.T) {
 	var stalled atomic.Bool
 	srv := socks5test.NewUnstartedServer()
 	srv.Hooks.Fault = func(stage socks5test.Stage, conn net.Conn, req *socks5test.Request) bool {
-		if stage != socks5test.StageRequest || req.Command != wire.CmdUDPAssociate {
+		if stage != socks5test.StageRequest || req.Command != socksbind.CmdUDPAssociate {
 			return false
 		}
 		// Stall until Close closes the connection.
@@ -419,13 +420,13 @@ func TestClose(t *testing.T) {
 	// for its peer and a relayed CONNECT.
 	idle := dial(t, srv.Addr())
 	stall := open(t, srv)
-	sendRequest(t, stall, wire.CmdUDPAssociate, addr(any4, 0))
+	sendRequest(t, stall, socksbind.CmdUDPAssociate, addr(any4, 0))
 	binder, _ := bind(t, srv, addr(any4, 0))
 	target, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { target.Close() })
-	connector, rep, _ := request(t, srv, wire.CmdConnect, wireAddr(target.Addr()))
-	require.Equal(t, wire.ReplySucceeded, rep)
+	connector, rep, _ := request(t, srv, socksbind.CmdConnect, wireAddr(target.Addr()))
+	require.Equal(t, socksbind.ReplySucceeded, rep)
 	outbound, err := target.Accept()
 	require.NoError(t, err)
 	t.Cleanup(func() { outbound.Close() })
