@@ -1,9 +1,10 @@
 package socksbind
 
 import (
-	"errors"
 	"io"
 	"net"
+
+	"github.com/socksbind/socksbind/internal/netutil"
 )
 
 // Conn is a connection relayed by a SOCKS proxy: the result of a CONNECT,
@@ -69,22 +70,12 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 // CloseWrite shuts down the writing side: the far end reads EOF once the
 // proxy has relayed it.
 func (c *Conn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return c.unsupported("close write")
+	return netutil.CloseWrite(c.Conn, c.LocalAddr(), c.RemoteAddr())
 }
 
 // CloseRead shuts down the reading side.
 func (c *Conn) CloseRead() error {
-	if cr, ok := c.Conn.(interface{ CloseRead() error }); ok {
-		return cr.CloseRead()
-	}
-	return c.unsupported("close read")
-}
-
-func (c *Conn) unsupported(op string) error {
-	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errors.ErrUnsupported}
+	return netutil.CloseRead(c.Conn, c.LocalAddr(), c.RemoteAddr())
 }
 
 // writerOnly and readerOnly hide every method but Write or Read, so that a

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/socksbind/socksbind/internal/deadlines"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"golang.org/x/net/proxy"
 )
 
@@ -134,7 +135,7 @@ func (d *Dialer) Dial(network, address string) (net.Conn, error) {
 func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	dst, err := d.target(ctx, network, address)
 	if err != nil {
-		return nil, &net.OpError{Op: "socks connect", Net: network, Source: d.proxyAddr(), Addr: addrText(address), Err: err}
+		return nil, &net.OpError{Op: "socks connect", Net: network, Source: d.proxyAddr(), Addr: netutil.TextAddr(address), Err: err}
 	}
 	c, bnd, err := d.open(ctx, CmdConnect, network, dst)
 	if err != nil {
@@ -199,9 +200,3 @@ func ipNetwork(network string) (string, error) {
 	}
 	return "", net.UnknownNetworkError(network)
 }
-
-// addrText is an address that could not be parsed, for an error message.
-type addrText string
-
-func (a addrText) Network() string { return "tcp" }
-func (a addrText) String() string  { return string(a) }

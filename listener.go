@@ -14,6 +14,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind/internal/deadlines"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/wire"
 )
 
@@ -101,11 +102,11 @@ func (d *Dialer) Listen(ctx context.Context, network, address string) (*Listener
 func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (*Listener, error) {
 	d := lc.Dialer
 	if d == nil {
-		return nil, &net.OpError{Op: "socks bind", Net: network, Addr: addrText(address), Err: errors.New("ListenConfig without a Dialer")}
+		return nil, &net.OpError{Op: "socks bind", Net: network, Addr: netutil.TextAddr(address), Err: errors.New("ListenConfig without a Dialer")}
 	}
 	want, err := bindTarget(network, address)
 	if err != nil {
-		return nil, &net.OpError{Op: "socks bind", Net: network, Source: d.proxyAddr(), Addr: addrText(address), Err: err}
+		return nil, &net.OpError{Op: "socks bind", Net: network, Source: d.proxyAddr(), Addr: netutil.TextAddr(address), Err: err}
 	}
 	life, cancel := context.WithCancel(context.Background())
 	l := &Listener{

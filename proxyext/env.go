@@ -14,6 +14,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/netutil"
 )
 
 // FromEnvironment returns the dialer the environment asks for; it is
@@ -75,7 +76,7 @@ func ListenProxy(ctx context.Context, network, address string) (net.Listener, er
 
 func listen(ctx context.Context, network, address string, fallback bool) (net.Listener, error) {
 	opErr := func(source net.Addr, err error) error {
-		return &net.OpError{Op: "listen", Net: network, Source: source, Addr: textAddr(address), Err: err}
+		return &net.OpError{Op: "listen", Net: network, Source: source, Addr: netutil.TextAddr(address), Err: err}
 	}
 	env, err := readEnvironment(nil)
 	if err != nil {
@@ -106,7 +107,7 @@ func (e *environment) proxyAddr() net.Addr {
 	if e.proxy == nil {
 		return nil
 	}
-	return textAddr(e.proxy.Host)
+	return netutil.TextAddr(e.proxy.Host)
 }
 
 // firstSet returns the first of names that is set and not empty, and its

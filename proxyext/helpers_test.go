@@ -24,6 +24,7 @@ import (
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/connectproxy"
 	"github.com/socksbind/socksbind/internal/hostile"
+	"github.com/socksbind/socksbind/internal/netutil"
 )
 
 // testTimeout is a safety net against a hung test, never a wait.
@@ -304,7 +305,7 @@ func (r *recorder) DialContext(ctx context.Context, network, address string) (ne
 		address = net.JoinHostPort(loopback4.String(), port)
 	case host == "localhost" || ip.IsLoopback():
 	default:
-		return nil, &net.OpError{Op: "dial", Net: network, Addr: textAddr(address), Err: errors.New("not a loopback address")}
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: netutil.TextAddr(address), Err: errors.New("not a loopback address")}
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, network, address)

@@ -21,6 +21,7 @@ import (
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/deadlines"
 	"github.com/socksbind/socksbind/internal/dialctx"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/wire"
 )
 
@@ -82,7 +83,7 @@ func (d *httpDialer) Dial(network, address string) (net.Conn, error) {
 // cut short or malformed names the stage "HTTP CONNECT response".
 func (d *httpDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	opErr := func(err error) error {
-		return &net.OpError{Op: "proxy connect", Net: network, Source: textAddr(d.addr), Addr: textAddr(address), Err: &viaError{url: d.url, err: err}}
+		return &net.OpError{Op: "proxy connect", Net: network, Source: netutil.TextAddr(d.addr), Addr: netutil.TextAddr(address), Err: &viaError{url: d.url, err: err}}
 	}
 	switch network {
 	case "tcp", "tcp4", "tcp6":
@@ -311,8 +312,5 @@ func (c *bufferedConn) NetConn() net.Conn { return c.Conn }
 
 // CloseWrite shuts down the writing side, when the connection can.
 func (c *bufferedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return &net.OpError{Op: "close write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errors.ErrUnsupported}
+	return netutil.CloseWrite(c.Conn, c.LocalAddr(), c.RemoteAddr())
 }

@@ -396,12 +396,6 @@ func asContextDialer(d proxy.Dialer) dialer {
 	return contextDialer{d}
 }
 
-// textAddr is an address as text, for the fields of a net.OpError.
-type textAddr string
-
-func (a textAddr) Network() string { return "tcp" }
-func (a textAddr) String() string  { return string(a) }
-
 // SOCKS5Dialer returns the [socksbind.Dialer] behind a dialer that FromURL
 // or FromEnvironment returned for a socks5 or socks5h proxy, so that a
 // caller can use its options, such as [socksbind.ListenConfig]. It reports

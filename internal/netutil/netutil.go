@@ -1,0 +1,35 @@
+// Package netutil holds the small pieces of net plumbing that the root
+// package and proxyext share.
+package netutil
+
+import (
+	"errors"
+	"net"
+)
+
+// TextAddr is an address known only as text (one that did not parse, or a
+// host:port as the user gave it), for the fields of a *net.OpError.
+type TextAddr string
+
+// Network returns "tcp".
+func (a TextAddr) Network() string { return "tcp" }
+
+func (a TextAddr) String() string { return string(a) }
+
+// CloseWrite shuts down the writing side of c when c can; otherwise it
+// returns an *net.OpError with the addresses src and dst that wraps
+// errors.ErrUnsupported.
+func CloseWrite(c net.Conn, src, dst net.Addr) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return &net.OpError{Op: "close write", Net: "tcp", Source: src, Addr: dst, Err: errors.ErrUnsupported}
+}
+
+// CloseRead is CloseWrite for the reading side.
+func CloseRead(c net.Conn, src, dst net.Addr) error {
+	if cr, ok := c.(interface{ CloseRead() error }); ok {
+		return cr.CloseRead()
+	}
+	return &net.OpError{Op: "close read", Net: "tcp", Source: src, Addr: dst, Err: errors.ErrUnsupported}
+}
