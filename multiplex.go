@@ -37,7 +37,7 @@ const (
 	// deadline is read when a Write starts, so moving it does not end a
 	// Write already blocked on a full session. GOST passes no half-close
 	// on: CloseWrite ends the stream there. The session's goroutines
-	// (smux's, three) come on top of the listener's one.
+	// (smux's four) come on top of the listener's one.
 	MultiplexOn
 
 	// MultiplexAuto uses MBIND when the proxy has it and BIND otherwise.
