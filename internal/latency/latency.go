@@ -10,6 +10,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/socksbind/socksbind/internal/tracker"
 )
 
 // A Relay accepts on a loopback port and relays each connection to its
@@ -18,11 +20,8 @@ type Relay struct {
 	ln       net.Listener
 	upstream string
 	delay    time.Duration
+	conns    tracker.Set
 	wg       sync.WaitGroup
-
-	mu     sync.Mutex // guards conns and closed
-	conns  map[net.Conn]struct{}
-	closed bool
 }
 
 // New starts a relay to upstream that delays data by oneWay each way.
@@ -31,8 +30,8 @@ func New(upstream string, oneWay time.Duration) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{ln: ln, upstream: upstream, delay: oneWay, conns: make(map[net.Conn]struct{})}
-	r.wg.Go(r.serve)
+	r := &Relay{ln: ln, upstream: upstream, delay: oneWay}
+	r.wg.Go(func() { tracker.Serve(ln, &r.conns, &r.wg, r.relay) })
 	return r, nil
 }
 
@@ -45,61 +44,27 @@ func (r *Relay) RTT() time.Duration { return 2 * r.delay }
 // Close stops the relay and every connection through it, and returns once
 // all of its goroutines are done.
 func (r *Relay) Close() error {
-	r.mu.Lock()
-	r.closed = true
-	for c := range r.conns {
-		c.Close()
-	}
-	r.mu.Unlock()
 	err := r.ln.Close()
+	r.conns.Close()
 	r.wg.Wait()
 	return err
 }
 
-// track registers c, or closes it and reports false after Close.
-func (r *Relay) track(c net.Conn) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		c.Close()
-		return false
+// relay carries one connection to upstream and back.
+func (r *Relay) relay(down net.Conn) {
+	defer r.conns.Release(down)
+	up, err := net.Dial("tcp", r.upstream)
+	if err != nil || !r.conns.Track(up) {
+		return
 	}
-	r.conns[c] = struct{}{}
-	return true
-}
-
-func (r *Relay) release(c net.Conn) {
-	r.mu.Lock()
-	delete(r.conns, c)
-	r.mu.Unlock()
-	c.Close()
-}
-
-func (r *Relay) serve() {
-	for {
-		down, err := r.ln.Accept()
-		if err != nil {
-			return
-		}
-		if !r.track(down) {
-			continue
-		}
-		r.wg.Go(func() {
-			defer r.release(down)
-			up, err := net.Dial("tcp", r.upstream)
-			if err != nil || !r.track(up) {
-				return
-			}
-			defer r.release(up)
-			done := make(chan struct{})
-			r.wg.Go(func() {
-				defer close(done)
-				r.pipe(up, down)
-			})
-			r.pipe(down, up)
-			<-done
-		})
-	}
+	defer r.conns.Release(up)
+	done := make(chan struct{})
+	r.wg.Go(func() {
+		defer close(done)
+		r.pipe(up, down)
+	})
+	r.pipe(down, up)
+	<-done
 }
 
 // chunk is data read at one moment, due at another.
