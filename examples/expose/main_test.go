@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/socksbind/socksbind"
+)
+
+// env returns a getenv that knows only vars.
+func env(vars map[string]string) func(string) string {
+	return func(name string) string { return vars[name] }
+}
+
+func TestParseArgs(t *testing.T) {
+	const proxy = "socks5://127.0.0.1:1080"
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		network string
+		listen  string
+		port    int
+		target  string
+		mux     socksbind.Multiplex
+		proxy   string
+	}{
+		{"Defaults", []string{"-proxy", proxy, "-to", "127.0.0.1:3000"}, nil,
+			"tcp", ":0", 0, "127.0.0.1:3000", socksbind.MultiplexAuto, proxy},
+		{"FixedPort", []string{"-proxy", proxy, "-listen", ":8080", "-to", "localhost:3000"}, nil,
+			"tcp", ":8080", 8080, "localhost:3000", socksbind.MultiplexAuto, proxy},
+		{"IPv4", []string{"-proxy", proxy, "-listen", "0.0.0.0:8080", "-to", "127.0.0.1:3000"}, nil,
+			"tcp4", ":8080", 8080, "127.0.0.1:3000", socksbind.MultiplexAuto, proxy},
+		{"IPv6", []string{"-proxy", proxy, "-listen", "[::]:0", "-to", "[::1]:3000"}, nil,
+			"tcp6", ":0", 0, "[::1]:3000", socksbind.MultiplexAuto, proxy},
+		{"MuxOff", []string{"-proxy", proxy, "-to", "127.0.0.1:3000", "-mux", "off"}, nil,
+			"tcp", ":0", 0, "127.0.0.1:3000", socksbind.MultiplexOff, proxy},
+		{"MuxOn", []string{"-proxy", proxy, "-to", "127.0.0.1:3000", "-mux", "on"}, nil,
+			"tcp", ":0", 0, "127.0.0.1:3000", socksbind.MultiplexOn, proxy},
+		{"URLBindMux", []string{"-proxy", proxy + "?bind=mux", "-to", "127.0.0.1:3000"}, nil,
+			"tcp", ":0", 0, "127.0.0.1:3000", socksbind.MultiplexOn, proxy + "?bind=mux"},
+		{"URLBindAgrees", []string{"-proxy", proxy + "?bind=auto", "-mux", "auto", "-to", "127.0.0.1:3000"}, nil,
+			"tcp", ":0", 0, "127.0.0.1:3000", socksbind.MultiplexAuto, proxy + "?bind=auto"},
+		{"ALL_PROXY", []string{"-to", "127.0.0.1:3000"}, map[string]string{"ALL_PROXY": "socks5h://u:secret@127.0.0.1:1080"},
+			"tcp", ":0", 0, "127.0.0.1:3000", socksbind.MultiplexAuto, "socks5h://u:xxxxx@127.0.0.1:1080"},
+		{"all_proxy", []string{"-to", "127.0.0.1:3000"}, map[string]string{"all_proxy": "socks5://127.0.0.1:1081?bind=mux"},
+			"tcp", ":0", 0, "127.0.0.1:3000", socksbind.MultiplexOn, "socks5://127.0.0.1:1081?bind=mux"},
+		{"UpperCaseWins", []string{"-to", "127.0.0.1:3000"}, map[string]string{"ALL_PROXY": proxy, "all_proxy": "http://127.0.0.1:3128"},
+			"tcp", ":0", 0, "127.0.0.1:3000", socksbind.MultiplexAuto, proxy},
+		{"FlagBeatsEnvironment", []string{"-proxy", proxy, "-to", "127.0.0.1:3000"}, map[string]string{"ALL_PROXY": "http://127.0.0.1:3128"},
+			"tcp", ":0", 0, "127.0.0.1:3000", socksbind.MultiplexAuto, proxy},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseArgs(tt.args, &bytes.Buffer{}, env(tt.env))
+			require.NoError(t, err)
+			assert.Equal(t, tt.network, cfg.network)
+			assert.Equal(t, tt.listen, cfg.listen)
+			assert.Equal(t, tt.port, cfg.port)
+			assert.Equal(t, tt.target, cfg.target)
+			assert.Equal(t, tt.mux, cfg.mux)
+			assert.Equal(t, tt.proxy, cfg.proxy)
+			assert.NotNil(t, cfg.dialer)
+			assert.Equal(t, 5*time.Second, cfg.grace)
+			assert.Equal(t, 5*time.Second, cfg.dialTimeout)
+		})
+	}
+
+	t.Run("Options", func(t *testing.T) {
+		cfg, err := parseArgs([]string{"-proxy", proxy, "-to", "127.0.0.1:3000", "-advertise", "192.0.2.7",
+			"-retry-limit", "1m", "-dial-timeout", "2s", "-grace", "0s"}, &bytes.Buffer{}, env(nil))
+		require.NoError(t, err)
+		assert.Equal(t, netip.MustParseAddr("192.0.2.7"), cfg.advertise)
+		assert.Equal(t, time.Minute, cfg.retryLimit)
+		assert.Equal(t, 2*time.Second, cfg.dialTimeout)
+		assert.Zero(t, cfg.grace)
+	})
+}
+
+// TestParseArgsMisconfigured checks that every mistake gets an error that
+// says what is wrong, and that none shows the password.
+func TestParseArgsMisconfigured(t *testing.T) {
+	const (
+		secret = "s3cr3t-pass"
+		proxy  = "socks5://alice:" + secret + "@127.0.0.1:1080"
+		to     = "127.0.0.1:3000"
+	)
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"NoProxy", []string{"-to", to}, nil, "no proxy: give -proxy socks5://HOST:PORT or socks5h://HOST:PORT, or set ALL_PROXY"},
+		{"HTTPProxy", []string{"-proxy", "http://alice:" + secret + "@127.0.0.1:3128", "-to", to}, nil,
+			"-proxy http://alice:xxxxx@127.0.0.1:3128 is an HTTP proxy, which cannot listen: expose needs a SOCKS5 proxy"},
+		{"HTTPSFromEnvironment", []string{"-to", to}, map[string]string{"ALL_PROXY": "https://alice:" + secret + "@127.0.0.1:3128"},
+			"ALL_PROXY=https://alice:xxxxx@127.0.0.1:3128 is an HTTP proxy, which cannot listen"},
+		{"OtherScheme", []string{"-proxy", "socks4://alice:" + secret + "@127.0.0.1:1080", "-to", to}, nil,
+			`-proxy socks4://alice:xxxxx@127.0.0.1:1080: scheme "socks4" is not SOCKS5`},
+		{"NotAURL", []string{"-proxy", "alice:" + secret + "@127.0.0.1:1080", "-to", to}, nil,
+			"-proxy is not a proxy URL: want socks5://HOST:PORT or socks5h://HOST:PORT"},
+		{"HostPortOnly", []string{"-proxy", "127.0.0.1:1080", "-to", to}, nil, "-proxy is not a proxy URL"},
+		{"BadEnvironment", []string{"-to", to}, map[string]string{"ALL_PROXY": "::" + secret}, "ALL_PROXY is not a proxy URL"},
+		{"BadBind", []string{"-proxy", proxy + "?bind=yes", "-to", to}, nil, "invalid bind=yes"},
+		{"MuxContradictsURL", []string{"-proxy", proxy + "?bind=mux", "-mux", "off", "-to", to}, nil,
+			"-mux off contradicts bind=mux in the proxy URL"},
+		{"UnknownMux", []string{"-proxy", proxy, "-mux", "yes", "-to", to}, nil, `-mux "yes": want auto, on or off`},
+		{"NoTarget", []string{"-proxy", proxy}, nil, "-to is required"},
+		{"TargetWithoutPort", []string{"-proxy", proxy, "-to", "127.0.0.1"}, nil, `-to "127.0.0.1": want HOST:PORT`},
+		{"TargetPortZero", []string{"-proxy", proxy, "-to", "127.0.0.1:0"}, nil, `-to "127.0.0.1:0": want HOST:PORT`},
+		{"TargetPortTooBig", []string{"-proxy", proxy, "-to", "127.0.0.1:65536"}, nil, `-to "127.0.0.1:65536": want HOST:PORT`},
+		{"ListenNoPort", []string{"-proxy", proxy, "-to", to, "-listen", "8080"}, nil, `-listen "8080": want :PORT`},
+		{"ListenBadPort", []string{"-proxy", proxy, "-to", to, "-listen", ":http"}, nil, `-listen ":http": want :PORT`},
+		{"ListenHost", []string{"-proxy", proxy, "-to", to, "-listen", "127.0.0.1:8080"}, nil,
+			`-listen "127.0.0.1:8080": give the port alone, :8080`},
+		{"BadAdvertise", []string{"-proxy", proxy, "-to", to, "-advertise", "proxy.example"}, nil, `-advertise "proxy.example": not an IP address`},
+		{"NegativeGrace", []string{"-proxy", proxy, "-to", to, "-grace", "-1s"}, nil, "-grace must not be negative"},
+		{"ZeroDialTimeout", []string{"-proxy", proxy, "-to", to, "-dial-timeout", "0s"}, nil, "-dial-timeout must be positive"},
+		{"NegativeRetryLimit", []string{"-proxy", proxy, "-to", to, "-retry-limit", "-1s"}, nil, "-retry-limit must not be negative"},
+		{"Argument", []string{"-proxy", proxy, "-to", to, "extra"}, nil, `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			_, err := parseArgs(tt.args, &out, env(tt.env))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.want)
+			assert.NotContains(t, err.Error(), secret)
+			assert.Empty(t, out.String(), "only the flag package's own errors print the usage")
+		})
+	}
+
+	t.Run("FlagSyntax", func(t *testing.T) {
+		var out bytes.Buffer
+		_, err := parseArgs([]string{"-grace", "soon"}, &out, env(nil))
+		var bad badFlags
+		require.ErrorAs(t, err, &bad)
+		assert.Contains(t, out.String(), `invalid value "soon" for flag -grace`)
+		assert.Contains(t, out.String(), "Usage: expose")
+	})
+
+	t.Run("Help", func(t *testing.T) {
+		var out bytes.Buffer
+		_, err := parseArgs([]string{"-h"}, &out, env(nil))
+		assert.True(t, errors.Is(err, flag.ErrHelp))
+		assert.Contains(t, out.String(), "Usage: expose -to HOST:PORT")
+		assert.Contains(t, out.String(), "-grace duration")
+	})
+}
+
+func TestExplain(t *testing.T) {
+	cfg := config{mux: socksbind.MultiplexOn, port: 8080}
+	err := errors.Join(errors.New("socks bind"), socksbind.ErrCommandNotSupported)
+	assert.Contains(t, explain(err, cfg), "the proxy has no multiplexed BIND: use -mux auto or -mux off")
+	cfg.mux = socksbind.MultiplexAuto
+	assert.NotContains(t, explain(err, cfg), "-mux")
+	assert.Contains(t, explain(socksbind.ErrAddressInUse, cfg), "port 8080 is taken at the proxy")
+	assert.Contains(t, explain(socksbind.ErrNotAllowed, cfg), "rules forbid BIND")
+}

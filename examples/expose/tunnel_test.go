@@ -1,0 +1,787 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/socks5test"
+)
+
+// The tests run the tunnel against socks5test, whose BIND behaves as Dante's
+// and whose MBIND as GOST's. The integration tests run the program against
+// Dante and GOST.
+
+// testTimeout is a safety net against a hung test, never a wait.
+const testTimeout = 10 * time.Second
+
+var (
+	reachableLine = regexp.MustCompile(`^(\S+) reachable at (\S+) \((.*)\)$`)
+	nowLine       = regexp.MustCompile(`^now reachable at (\S+)(?: \(after (\d+) retr(?:y|ies) in \S+\))?$`)
+	armedLine     = regexp.MustCompile(`^(?:now reachable|reachable again) at (\S+)(?: \(after (\d+) retr(?:y|ies) in \S+\))?$`)
+	connLine      = regexp.MustCompile(`^peer=(\S+) up=(\d+) down=(\d+) dur=\d+\.\d{3}s(?: err="(.*)")?$`)
+)
+
+// logLines is the tunnel's log as the test reads it: line by line, each
+// taken once, in any order.
+type logLines struct {
+	mu     sync.Mutex // guards lines and taken
+	lines  []string
+	taken  []bool
+	notify chan struct{} // a line was added
+}
+
+func newLogLines() *logLines { return &logLines{notify: make(chan struct{}, 1)} }
+
+// Write takes a line of the logger, which writes each in one call.
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.lines = append(l.lines, strings.TrimSuffix(string(p), "\n"))
+	l.taken = append(l.taken, false)
+	l.mu.Unlock()
+	select {
+	case l.notify <- struct{}{}:
+	default:
+	}
+	return len(p), nil
+}
+
+// next takes the first line not taken yet that matches re, waiting for it,
+// and returns its submatches.
+func (l *logLines) next(t *testing.T, re *regexp.Regexp) []string {
+	t.Helper()
+	deadline := time.After(testTimeout)
+	for {
+		l.mu.Lock()
+		for i, line := range l.lines {
+			if m := re.FindStringSubmatch(line); m != nil && !l.taken[i] {
+				l.taken[i] = true
+				l.mu.Unlock()
+				return m
+			}
+		}
+		l.mu.Unlock()
+		select {
+		case <-l.notify:
+		case <-deadline:
+			require.FailNow(t, "no such line in the log", "%v; the log:\n%s", re, l.text())
+		}
+	}
+}
+
+// nextConn takes the next connection line, and returns the bytes up and
+// down and the error text.
+func (l *logLines) nextConn(t *testing.T) (up, down int, errText string) {
+	t.Helper()
+	m := l.next(t, connLine)
+	up, _ = strconv.Atoi(m[2])
+	down, _ = strconv.Atoi(m[3])
+	return up, down, m[4]
+}
+
+// count returns how many lines match re, taken or not.
+func (l *logLines) count(re *regexp.Regexp) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.lines {
+		if re.MatchString(line) {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *logLines) text() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+// running is a tunnel running for a test.
+type running struct {
+	log    *logLines
+	addr   string // where it said the service is reachable first
+	how    string // the parenthesis of that line
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startTunnel runs the tunnel that args configure, without ALL_PROXY,
+// and waits until it says where the service is reachable. The test's
+// cleanup stops it.
+func startTunnel(t *testing.T, args ...string) *running {
+	t.Helper()
+	r := launch(t, args...)
+	m := r.log.next(t, reachableLine)
+	r.addr, r.how = m[2], m[3]
+	return r
+}
+
+// launch runs the tunnel that args configure, without waiting.
+func launch(t *testing.T, args ...string) *running {
+	t.Helper()
+	cfg, err := parseArgs(args, io.Discard, env(nil))
+	require.NoError(t, err)
+	r := &running{log: newLogLines(), done: make(chan error, 1)}
+	tun := newTunnel(cfg, log.New(r.log, "", 0))
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- tun.run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.done:
+		case <-time.After(testTimeout):
+			t.Errorf("the tunnel did not stop; the log:\n%s", r.log.text())
+		}
+		if t.Failed() {
+			t.Logf("the tunnel's log:\n%s", r.log.text())
+		}
+	})
+	return r
+}
+
+// current returns where the tunnel said last that the service is
+// reachable.
+func (r *running) current() string {
+	r.log.mu.Lock()
+	defer r.log.mu.Unlock()
+	for i := len(r.log.lines) - 1; i >= 0; i-- {
+		if m := armedLine.FindStringSubmatch(r.log.lines[i]); m != nil {
+			return m[1]
+		}
+	}
+	return r.addr
+}
+
+// dialCurrent connects as a peer that follows the log: to where the tunnel
+// said last that the service is reachable, trying again while the proxy
+// refuses (the listener has not re-armed yet, or has moved and not said so
+// yet).
+func (r *running) dialCurrent(t *testing.T) *net.TCPConn {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		addr := r.current()
+		c, err := net.DialTimeout("tcp", addr, testTimeout)
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+			require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
+			return c.(*net.TCPConn)
+		}
+		require.ErrorIs(t, err, syscall.ECONNREFUSED)
+		require.False(t, time.Now().After(deadline), "%s refused for %v", addr, testTimeout)
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+// wait returns what run returned.
+func (r *running) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		r.done <- err // for the cleanup
+		return err
+	case <-time.After(testTimeout):
+		require.FailNow(t, "the tunnel did not return", "the log:\n%s", r.log.text())
+		return nil
+	}
+}
+
+// startEcho starts a service on 127.0.0.1 that echoes every connection
+// and passes the client's half-close on, and returns its address.
+func startEcho(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(testTimeout))
+				if _, err := io.Copy(c, c); err == nil {
+					_ = c.(*net.TCPConn).CloseWrite()
+				}
+			})
+		}
+	})
+	return ln.Addr().String()
+}
+
+// refusedAddr returns an address of 127.0.0.1 where nothing listens.
+func refusedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// dialPeer connects to addr as a peer on the proxy's side does.
+func dialPeer(t *testing.T, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, testTimeout)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
+	return c.(*net.TCPConn)
+}
+
+// roundTrip sends msg to addr as a peer, half-closes, and returns what came
+// back until EOF. It may run on any goroutine.
+func roundTrip(addr string, msg []byte) ([]byte, error) {
+	c, err := net.DialTimeout("tcp", addr, testTimeout)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(testTimeout)); err != nil {
+		return nil, err
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Write(msg)
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		errc <- err
+	}()
+	got, err := io.ReadAll(c)
+	if werr := <-errc; err == nil {
+		err = werr
+	}
+	return got, err
+}
+
+// exchange sends msg on c and reads as many bytes back.
+func exchange(t *testing.T, c net.Conn, msg string) string {
+	t.Helper()
+	_, err := io.WriteString(c, msg)
+	require.NoError(t, err)
+	b := make([]byte, len(msg))
+	_, err = io.ReadFull(c, b)
+	require.NoError(t, err)
+	return string(b)
+}
+
+// payload returns n bytes that differ from those of other lengths.
+func payload(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + n)
+	}
+	return b
+}
+
+// pollNoBinds waits until the proxy has no BIND socket open.
+func pollNoBinds(t *testing.T, srv *socks5test.Server) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for srv.ActiveBinds() > 0 {
+		require.False(t, time.Now().After(deadline), "the proxy still listens: %d BIND sockets", srv.ActiveBinds())
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+func startProxy(t *testing.T, configure func(*socks5test.Server)) *socks5test.Server {
+	t.Helper()
+	srv := socks5test.NewUnstartedServer()
+	if configure != nil {
+		configure(srv)
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestMultiplexed(t *testing.T) {
+	leakcheck.Check(t)
+	srv := startProxy(t, func(s *socks5test.Server) { s.Multiplex = true })
+	echo := startEcho(t)
+	r := startTunnel(t, "-proxy", srv.URL, "-to", echo)
+	assert.Equal(t, "multiplexed BIND: concurrent connections", r.how)
+
+	// Every connection is open at once: each waits until all have been
+	// echoed their first byte.
+	const n = 12
+	var first sync.WaitGroup
+	first.Add(n)
+	errs := make(chan error, n)
+	sizes := make(map[[2]int]int)
+	for i := range n {
+		size := 1 + i*20000
+		sizes[[2]int{size, size}]++
+		go func() {
+			c, err := net.DialTimeout("tcp", r.addr, testTimeout)
+			if err != nil {
+				first.Done()
+				errs <- err
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(testTimeout))
+			msg := payload(size)
+			b := make([]byte, 1)
+			if _, err = c.Write(msg[:1]); err == nil {
+				_, err = io.ReadFull(c, b)
+			}
+			first.Done()
+			if err != nil {
+				errs <- err
+				return
+			}
+			first.Wait()
+			if _, err := c.Write(msg[1:]); err != nil {
+				errs <- err
+				return
+			}
+			_ = c.(*net.TCPConn).CloseWrite()
+			rest, err := io.ReadAll(c)
+			if err == nil && !bytes.Equal(msg, append(b, rest...)) {
+				err = fmt.Errorf("%d bytes: echo differs (%d bytes back)", size, 1+len(rest))
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		assert.NoError(t, <-errs)
+	}
+	got := make(map[[2]int]int)
+	for range n {
+		up, down, errText := r.log.nextConn(t)
+		assert.Empty(t, errText)
+		got[[2]int{up, down}]++
+	}
+	assert.Equal(t, sizes, got, "bytes up and down of each connection")
+	assert.Zero(t, r.log.count(nowLine), "one address throughout")
+
+	r.cancel()
+	require.NoError(t, r.wait(t))
+	r.log.next(t, regexp.MustCompile(`^stopping: new connections are turned away$`))
+	pollNoBinds(t, srv)
+}
+
+func TestStandardFollow(t *testing.T) {
+	leakcheck.Check(t)
+	srv := startProxy(t, nil) // BIND as Dante's: another port while the last one is held
+	echo := startEcho(t)
+	r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-mux", "off")
+	assert.Equal(t, "standard BIND: one connection at a time, and the port may change after each", r.how)
+
+	t.Run("Held", func(t *testing.T) {
+		// While a connection holds the port, the proxy binds another for
+		// the next, and the tunnel says where.
+		addr := r.addr
+		var open []*net.TCPConn
+		for i := range 3 {
+			c := dialPeer(t, addr)
+			msg := fmt.Sprintf("held %d", i)
+			assert.Equal(t, msg, exchange(t, c, msg))
+			open = append(open, c)
+			next := r.log.next(t, nowLine)[1]
+			assert.NotEqual(t, addr, next)
+			addr = next
+		}
+		for _, c := range open {
+			require.NoError(t, c.CloseWrite())
+			rest, err := io.ReadAll(c)
+			require.NoError(t, err)
+			assert.Empty(t, rest)
+			up, down, errText := r.log.nextConn(t)
+			assert.Equal(t, []int{6, 6}, []int{up, down})
+			assert.Empty(t, errText)
+		}
+	})
+
+	t.Run("OneAfterAnother", func(t *testing.T) {
+		// Whether the port changes depends on whether the last
+		// connection has let go of it when the listener asks for it
+		// again: a peer goes where the log said last.
+		for i := range 5 {
+			msg := payload(1000 * (i + 1))
+			c := r.dialCurrent(t)
+			_, err := c.Write(msg)
+			require.NoError(t, err)
+			require.NoError(t, c.CloseWrite())
+			got, err := io.ReadAll(c)
+			require.NoError(t, err)
+			assert.Equal(t, msg, got)
+			up, down, errText := r.log.nextConn(t)
+			assert.Equal(t, []int{len(msg), len(msg)}, []int{up, down})
+			assert.Empty(t, errText)
+		}
+	})
+	assert.Zero(t, r.log.count(regexp.MustCompile(`trouble`)))
+
+	r.cancel()
+	require.NoError(t, r.wait(t))
+	pollNoBinds(t, srv)
+}
+
+func TestStandardFixedPort(t *testing.T) {
+	leakcheck.Check(t)
+	// A server that keeps its port from one BIND to the next.
+	srv := startProxy(t, func(s *socks5test.Server) { s.BindMode = socks5test.BindReuse })
+	echo := startEcho(t)
+	port := strings.TrimPrefix(refusedAddr(t), "127.0.0.1")
+	r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-listen", port)
+	assert.Equal(t, "the proxy has no multiplexed BIND; standard BIND: one connection at a time", r.how)
+	assert.Equal(t, "127.0.0.1"+port, r.addr)
+
+	for i := range 3 {
+		msg := payload(100 + i)
+		got, err := roundTrip(r.addr, msg)
+		require.NoError(t, err)
+		assert.Equal(t, msg, got)
+		up, down, _ := r.log.nextConn(t)
+		assert.Equal(t, []int{len(msg), len(msg)}, []int{up, down})
+	}
+	r.cancel()
+	require.NoError(t, r.wait(t))
+	assert.Zero(t, r.log.count(nowLine), "the address never changed")
+}
+
+func TestGracefulShutdown(t *testing.T) {
+	leakcheck.Check(t)
+	echo := startEcho(t)
+	stopped := regexp.MustCompile(`^stopping: the proxy no longer listens$`)
+
+	t.Run("Standard", func(t *testing.T) {
+		srv := startProxy(t, nil)
+		r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-grace", "10s")
+		c := dialPeer(t, r.addr)
+		assert.Equal(t, "before", exchange(t, c, "before"))
+
+		r.cancel()
+		r.log.next(t, stopped)
+		r.log.next(t, regexp.MustCompile(`^waiting up to 10s for 1 open connection$`))
+		// The listener is closed: the proxy listens no more, for the
+		// next BIND it had armed included.
+		pollNoBinds(t, srv)
+
+		// The open connection goes on until the peer ends it.
+		assert.Equal(t, "after", exchange(t, c, "after"))
+		select {
+		case err := <-r.done:
+			require.Failf(t, "the tunnel returned with a connection open", "%v", err)
+		default:
+		}
+		require.NoError(t, c.CloseWrite())
+		_, err := io.ReadAll(c)
+		require.NoError(t, err)
+		require.NoError(t, r.wait(t))
+		up, down, errText := r.log.nextConn(t)
+		assert.Equal(t, []int{11, 11}, []int{up, down})
+		assert.Empty(t, errText)
+	})
+
+	t.Run("GraceOver", func(t *testing.T) {
+		srv := startProxy(t, nil)
+		r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-grace", "50ms")
+		c := dialPeer(t, r.addr)
+		assert.Equal(t, "open", exchange(t, c, "open"))
+
+		r.cancel()
+		require.NoError(t, r.wait(t))
+		r.log.next(t, regexp.MustCompile(`^closed 1 connection still open after 50ms$`))
+		_, _, errText := r.log.nextConn(t)
+		assert.Equal(t, "closed after the grace period of 50ms", errText)
+		_, err := io.ReadAll(c)
+		assert.NoError(t, err, "the peer reads EOF")
+	})
+
+	t.Run("Idle", func(t *testing.T) {
+		srv := startProxy(t, nil)
+		r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-grace", "1h")
+		r.cancel()
+		require.NoError(t, r.wait(t), "nothing to wait for")
+		r.log.next(t, stopped)
+		assert.Zero(t, r.log.count(regexp.MustCompile(`waiting`)))
+		pollNoBinds(t, srv)
+	})
+
+	t.Run("Multiplexed", func(t *testing.T) {
+		srv := startProxy(t, func(s *socks5test.Server) { s.Multiplex = true })
+		r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-grace", "10s")
+		c := dialPeer(t, r.addr)
+		assert.Equal(t, "before", exchange(t, c, "before"))
+
+		r.cancel()
+		r.log.next(t, regexp.MustCompile(`^stopping: new connections are turned away$`))
+		r.log.next(t, regexp.MustCompile(`^waiting up to 10s for 1 open connection$`))
+		// Closing the listener would cut the open connection: a new
+		// peer reaches the proxy and is closed.
+		late := dialPeer(t, r.addr)
+		_, err := io.ReadAll(late)
+		assert.NoError(t, err, "a late peer reads EOF")
+		_, _, errText := r.log.nextConn(t)
+		assert.Equal(t, "turned away: stopping", errText)
+
+		assert.Equal(t, "after", exchange(t, c, "after"))
+		require.NoError(t, c.CloseWrite())
+		_, err = io.ReadAll(c)
+		require.NoError(t, err)
+		require.NoError(t, r.wait(t))
+		up, down, errText := r.log.nextConn(t)
+		assert.Equal(t, []int{11, 11}, []int{up, down})
+		assert.Empty(t, errText)
+		pollNoBinds(t, srv)
+	})
+}
+
+func TestServiceRefuses(t *testing.T) {
+	leakcheck.Check(t)
+	srv := startProxy(t, func(s *socks5test.Server) { s.Multiplex = true })
+	service := refusedAddr(t)
+	r := startTunnel(t, "-proxy", srv.URL, "-to", service)
+	c := dialPeer(t, r.addr)
+	got, err := io.ReadAll(c)
+	assert.NoError(t, err, "the peer reads EOF")
+	assert.Empty(t, got)
+	up, down, errText := r.log.nextConn(t)
+	assert.Equal(t, []int{0, 0}, []int{up, down})
+	assert.Contains(t, errText, "service unreachable: dial tcp "+service)
+	assert.Contains(t, errText, "connection refused")
+}
+
+// TestTroubleLogged runs a tunnel whose re-arms fail for a while: the
+// listener retries some ten times, and one line says so.
+func TestTroubleLogged(t *testing.T) {
+	leakcheck.Check(t)
+	const failures = 6
+	var binds atomic.Int32
+	srv := startProxy(t, func(s *socks5test.Server) {
+		s.Hooks.Fault = func(stage socks5test.Stage, _ net.Conn, req *socks5test.Request) bool {
+			if stage != socks5test.StageRequest || req.Command != socksbind.CmdBind {
+				return false
+			}
+			n := binds.Add(1)
+			return n > 1 && n <= 1+failures // the proxy hangs up
+		}
+	})
+	echo := startEcho(t)
+	r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-mux", "off")
+	got, err := roundTrip(r.addr, []byte("first"))
+	require.NoError(t, err)
+	assert.Equal(t, "first", string(got))
+
+	// The port is the same once the first connection has ended, another
+	// before.
+	m := r.log.next(t, armedLine)
+	assert.Equal(t, strconv.Itoa(failures), m[2], "the line says how many retries there were")
+	assert.Equal(t, 1, r.log.count(regexp.MustCompile(`^proxy trouble, retrying in 5ms: socks bind `)), "one line for the trouble")
+	assert.Equal(t, 1, r.log.count(regexp.MustCompile(`trouble`)))
+
+	got, err = roundTrip(m[1], []byte("second"))
+	require.NoError(t, err)
+	assert.Equal(t, "second", string(got))
+}
+
+// TestListenerFails checks that a listener that fails for good ends the
+// tunnel with its error.
+func TestListenerFails(t *testing.T) {
+	leakcheck.Check(t)
+	var binds atomic.Int32
+	srv := startProxy(t, func(s *socks5test.Server) {
+		s.Rules = []socks5test.Rule{func(req *socks5test.Request) socksbind.Reply {
+			if req.Command == socksbind.CmdBind && binds.Add(1) > 1 {
+				return socksbind.ReplyNotAllowed
+			}
+			return socksbind.ReplySucceeded
+		}}
+	})
+	echo := startEcho(t)
+	r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-mux", "off")
+	got, err := roundTrip(r.addr, []byte("only"))
+	require.NoError(t, err)
+	assert.Equal(t, "only", string(got))
+	err = r.wait(t)
+	assert.ErrorIs(t, err, socksbind.ErrNotAllowed)
+	up, down, _ := r.log.nextConn(t)
+	assert.Equal(t, []int{4, 4}, []int{up, down})
+}
+
+func TestListenFails(t *testing.T) {
+	leakcheck.Check(t)
+	srv := startProxy(t, nil) // no MBIND
+	r := launch(t, "-proxy", srv.URL, "-to", "127.0.0.1:1", "-mux", "on")
+	err := r.wait(t)
+	assert.ErrorIs(t, err, socksbind.ErrCommandNotSupported)
+	assert.Contains(t, explain(err, config{mux: socksbind.MultiplexOn}), "use -mux auto or -mux off")
+	assert.Zero(t, r.log.count(reachableLine))
+}
+
+// TestTroubleLog checks the rate limit of trouble lines with a clock of
+// the test's.
+func TestTroubleLog(t *testing.T) {
+	var out bytes.Buffer
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := newTroubleLog(log.New(&out, "", 0), 30*time.Second, func() time.Time { return now })
+	lines := func() []string {
+		s := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+		out.Reset()
+		if len(s) == 1 && s[0] == "" {
+			return nil
+		}
+		return s
+	}
+	inUse := func(port int) error {
+		return fmt.Errorf("socks bind tcp 127.0.0.1:1080->:8080: %w: asked for port 8080, got %d", socksbind.ErrAddressInUse, port)
+	}
+
+	// The same trouble, but for numbers, again and again: one line.
+	for i := range 100 {
+		l.retrying(inUse(40000+i), time.Second)
+		now = now.Add(100 * time.Millisecond)
+	}
+	assert.Equal(t, []string{"proxy trouble, retrying in 1s: " + inUse(40000).Error()}, lines())
+
+	// Another kind of trouble gets its own line at once.
+	refused := errors.New("socks bind tcp 127.0.0.1:1080->:8080: dial tcp 127.0.0.1:1080: connect: connection refused")
+	l.retrying(refused, time.Second)
+	l.retrying(refused, time.Second)
+	assert.Equal(t, []string{"proxy trouble, retrying in 1s: " + refused.Error()}, lines())
+
+	// Once the window is over, the next line says how many were left out.
+	now = now.Add(25 * time.Second)
+	l.retrying(inUse(41000), time.Second)
+	assert.Equal(t, []string{"proxy trouble, retrying in 1s: " + inUse(41000).Error() + " (99 more like it not shown since 35s ago)"}, lines())
+
+	// Armed again: the note counts every retry, shown or not.
+	now = now.Add(500 * time.Millisecond)
+	assert.Equal(t, " (after 103 retries in 35.5s)", l.recovered())
+	assert.Empty(t, l.recovered(), "nothing since")
+
+	// Trouble that comes back within the window stays quiet, and so does
+	// its end.
+	l.retrying(inUse(42000), 5*time.Millisecond)
+	assert.Empty(t, lines())
+	assert.Empty(t, l.recovered())
+
+	// A stream the proxy spoiled: nothing to wait for.
+	l.retrying(errors.New("socks multiplexed bind: MBIND stream reply: unexpected EOF"), 0)
+	assert.Equal(t, []string{"proxy trouble: socks multiplexed bind: MBIND stream reply: unexpected EOF"}, lines())
+}
+
+func TestRelay(t *testing.T) {
+	leakcheck.Check(t)
+
+	t.Run("HalfClose", func(t *testing.T) {
+		// The service answers after the peer's EOF, then the peer gets EOF.
+		peer, peerFar := tcpPair(t)
+		svc, svcFar := tcpPair(t)
+		done := relayAsync(peer, svc)
+		_, err := peerFar.Write([]byte("request"))
+		require.NoError(t, err)
+		require.NoError(t, peerFar.CloseWrite())
+		req, err := io.ReadAll(svcFar)
+		require.NoError(t, err)
+		assert.Equal(t, "request", string(req))
+		_, err = svcFar.Write([]byte("response after EOF"))
+		require.NoError(t, err)
+		require.NoError(t, svcFar.Close())
+		resp, err := io.ReadAll(peerFar)
+		require.NoError(t, err)
+		assert.Equal(t, "response after EOF", string(resp))
+		res := <-done
+		assert.Equal(t, relayResult{up: 7, down: 18}, res)
+	})
+
+	t.Run("Reset", func(t *testing.T) {
+		// A side that resets ends both directions, with its error.
+		peer, peerFar := tcpPair(t)
+		svc, svcFar := tcpPair(t)
+		done := relayAsync(peer, svc)
+		_, err := peerFar.Write([]byte("x"))
+		require.NoError(t, err)
+		b := make([]byte, 1)
+		_, err = io.ReadFull(svcFar, b)
+		require.NoError(t, err)
+		require.NoError(t, svcFar.SetLinger(0))
+		require.NoError(t, svcFar.Close())
+		res := <-done
+		assert.Equal(t, int64(1), res.up)
+		assert.ErrorContains(t, res.err, "connection reset by peer")
+		_, err = io.ReadAll(peerFar)
+		assert.NoError(t, err, "the peer is closed")
+	})
+
+	t.Run("NoHalfClose", func(t *testing.T) {
+		// A side that cannot half-close is closed when its input ends.
+		peer, peerFar := tcpPair(t)
+		svc, svcFar := tcpPair(t)
+		done := relayAsync(peer, noCloseWrite{svc})
+		require.NoError(t, peerFar.CloseWrite())
+		_, err := io.ReadAll(svcFar)
+		require.NoError(t, err)
+		res := <-done
+		assert.NoError(t, res.err)
+		_, err = io.ReadAll(peerFar)
+		assert.NoError(t, err, "the peer's side is closed too")
+	})
+}
+
+type relayResult struct {
+	up, down int64
+	err      error
+}
+
+func relayAsync(peer, svc net.Conn) <-chan relayResult {
+	done := make(chan relayResult, 1)
+	go func() {
+		up, down, err := relay(peer, svc)
+		done <- relayResult{up, down, err}
+	}()
+	return done
+}
+
+// noCloseWrite hides the CloseWrite of a connection.
+type noCloseWrite struct{ net.Conn }
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	b, err := ln.Accept()
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		a.Close()
+		b.Close()
+	})
+	for _, c := range []net.Conn{a, b} {
+		require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
+	}
+	return a.(*net.TCPConn), b.(*net.TCPConn)
+}
