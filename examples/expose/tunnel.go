@@ -73,7 +73,7 @@ func (t *tunnel) run(ctx context.Context) error {
 		return nil
 	case err = <-served:
 		ln.Close()
-		t.finish()
+		t.finish(t.conns.stop())
 		return err
 	}
 }
@@ -100,24 +100,27 @@ func (t *tunnel) acceptLoop(ln *socksbind.Listener) error {
 // listener is closed at once, so that the proxy turns new peers away;
 // closing a multiplexed one would cut its open connections too (they are
 // streams of its session), so it turns new peers away itself until they
-// have ended.
+// have ended. Either way, no connection is taken from the moment the line
+// that says so is logged.
 func (t *tunnel) stop(ln *socksbind.Listener) {
 	if ln.Multiplexed() {
+		open := t.conns.stop()
 		t.log.Print("stopping: new connections are turned away")
-		t.finish()
+		t.finish(open)
 		ln.Close()
 		return
 	}
 	ln.Close()
+	open := t.conns.stop()
 	t.log.Print("stopping: the proxy no longer listens")
-	t.finish()
+	t.finish(open)
 }
 
-// finish takes no more connections and waits for the open ones, for at
-// most the grace period; then it closes those still open.
-func (t *tunnel) finish() {
-	if n := t.conns.stop(); n > 0 {
-		t.log.Printf("waiting up to %v for %d open connection%s", t.cfg.grace, n, plural(n))
+// finish waits for the open connections of a stopped connSet, for at most
+// the grace period; then it closes those still open.
+func (t *tunnel) finish(open int) {
+	if open > 0 {
+		t.log.Printf("waiting up to %v for %d open connection%s", t.cfg.grace, open, plural(open))
 	}
 	if cut := t.conns.wait(t.cfg.grace, t.cancelForce); cut > 0 {
 		t.log.Printf("closed %d connection%s still open after %v", cut, plural(cut), t.cfg.grace)
