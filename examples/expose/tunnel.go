@@ -43,8 +43,8 @@ func newTunnel(cfg config, logger *log.Logger) *tunnel {
 
 // run listens at the proxy and serves until ctx ends, then stops and
 // returns nil; or until the listener fails, and returns its error. Either
-// way the listener is closed first, and connections still open get the
-// grace period of cfg to end.
+// way it takes no connection from then on (see stop), and the connections
+// still open get the grace period of cfg to end.
 func (t *tunnel) run(ctx context.Context) error {
 	defer t.cancelForce()
 	lc := socksbind.ListenConfig{
