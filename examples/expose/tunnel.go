@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/netutil"
 )
 
 // troubleWindow is how long the same trouble with the proxy is kept from
@@ -383,8 +384,7 @@ func pipe(dst, src net.Conn, end func(error)) int64 {
 		end(err)
 		return n
 	}
-	cw, ok := dst.(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil {
+	if netutil.CloseWrite(dst, nil, nil) != nil {
 		end(nil)
 	}
 	return n
