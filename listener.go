@@ -352,7 +352,9 @@ func (l *Listener) SetDeadline(t time.Time) error {
 // error matching [net.ErrClosed]. It returns once nothing of the listener's
 // is left running, except when called from Armed or Retrying: the
 // listener's goroutine then ends as soon as the callback returns.
-// Connections already accepted stay open. Close is idempotent.
+// Connections already accepted through standard BIND stay open; those of a
+// multiplexed listener are streams of its session, which Close ends, so
+// they end with it. Close is idempotent.
 func (l *Listener) Close() error {
 	l.closeOnce.Do(func() {
 		l.mu.Lock()

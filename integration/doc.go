@@ -3,7 +3,8 @@
 // only), tinyproxy (an HTTP CONNECT hop in front of a SOCKS server) and GOST
 // v3 (gost, SOCKS5 with BIND and GOST's multiplexed BIND, MBIND). The FTP
 // test (ftp_test.go) builds the example examples/ftpactive and runs it
-// against pyftpdlib, an FTP server, through Dante.
+// against pyftpdlib, an FTP server, through Dante; the expose test
+// (expose_test.go) builds examples/expose and runs it against Dante and GOST.
 //
 // The package holds tests only. Each test starts the servers it needs as child
 // processes, in the foreground, on free ports on 127.0.0.1 (and ::1), with
