@@ -153,19 +153,7 @@ func TestBindDante(t *testing.T) {
 	t.Run("SpecificPort", func(t *testing.T) {
 		// The port was free a moment ago; another process may take it
 		// in between, so a few ports are tried.
-		var ln *socksbind.Listener
-		var port int
-		for range 3 {
-			port = freePort(t)
-			var err error
-			ln, err = d.Listen(testContext(t), "tcp", fmt.Sprintf(":%d", port))
-			if err == nil {
-				break
-			}
-			require.ErrorIs(t, err, socksbind.ErrAddressInUse)
-		}
-		require.NotNil(t, ln, "no free port was granted")
-		t.Cleanup(func() { ln.Close() })
+		ln, port := listenFixedPort(t, socksbind.ListenConfig{Dialer: d}, socksbind.ErrAddressInUse)
 		assert.Equal(t, netip.AddrPortFrom(loopback4, uint16(port)), addrPort(ln.Addr()))
 
 		peer := dialPeer(t, "127.0.0.1", ln.Addr())
@@ -290,26 +278,15 @@ func TestBindDante(t *testing.T) {
 func testFixedPortRearm(t *testing.T, d *socksbind.Dialer) {
 	armed := make(chan net.Addr, 64)
 	retried := make(chan error, 64)
-	var ln *socksbind.Listener
-	var port int
-	for range 3 {
-		port = freePort(t)
-		lc := socksbind.ListenConfig{Dialer: d,
-			Armed: func(a net.Addr) { armed <- a },
-			Retrying: func(err error, _ time.Duration) {
-				select {
-				case retried <- err:
-				default:
-				}
-			}}
-		var err error
-		if ln, err = lc.Listen(testContext(t), "tcp", fmt.Sprintf(":%d", port)); err == nil {
-			break
-		}
-		require.ErrorIs(t, err, socksbind.ErrAddressInUse)
-	}
-	require.NotNil(t, ln, "no free port was granted")
-	t.Cleanup(func() { ln.Close() })
+	lc := socksbind.ListenConfig{Dialer: d,
+		Armed: func(a net.Addr) { armed <- a },
+		Retrying: func(err error, _ time.Duration) {
+			select {
+			case retried <- err:
+			default:
+			}
+		}}
+	ln, port := listenFixedPort(t, lc, socksbind.ErrAddressInUse)
 	want := netip.AddrPortFrom(loopback4, uint16(port))
 
 	peer := dialPeer(t, "127.0.0.1", ln.Addr())

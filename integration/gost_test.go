@@ -156,19 +156,7 @@ func TestGostBind(t *testing.T) {
 	t.Run("SpecificPort", func(t *testing.T) {
 		// GOST grants a port asked for exactly, or refuses: a port
 		// taken in between by another process is tried again.
-		var ln *socksbind.Listener
-		var port int
-		for range 3 {
-			port = freePort(t)
-			var err error
-			ln, err = d.Listen(testContext(t), "tcp", fmt.Sprintf(":%d", port))
-			if err == nil {
-				break
-			}
-			require.ErrorIs(t, err, socksbind.ErrGeneralFailure)
-		}
-		require.NotNil(t, ln, "no free port was granted")
-		t.Cleanup(func() { ln.Close() })
+		ln, port := listenFixedPort(t, socksbind.ListenConfig{Dialer: d}, socksbind.ErrGeneralFailure)
 		assert.Equal(t, netip.AddrPortFrom(loopback4, uint16(port)), addrPort(ln.Addr()))
 
 		peer := dialPeer(t, "127.0.0.1", ln.Addr())
@@ -203,19 +191,8 @@ func TestGostBind(t *testing.T) {
 		// leaves GOST's socket on the port in TIME_WAIT (what keeps
 		// Dante from binding the port again for a minute).
 		armed := make(chan net.Addr, 16)
-		var ln *socksbind.Listener
-		var port int
-		for range 3 {
-			port = freePort(t)
-			lc := socksbind.ListenConfig{Dialer: d, Armed: func(a net.Addr) { armed <- a }}
-			var err error
-			if ln, err = lc.Listen(testContext(t), "tcp", fmt.Sprintf(":%d", port)); err == nil {
-				break
-			}
-			require.ErrorIs(t, err, socksbind.ErrGeneralFailure)
-		}
-		require.NotNil(t, ln, "no free port was granted")
-		t.Cleanup(func() { ln.Close() })
+		lc := socksbind.ListenConfig{Dialer: d, Armed: func(a net.Addr) { armed <- a }}
+		ln, port := listenFixedPort(t, lc, socksbind.ErrGeneralFailure)
 		want := netip.AddrPortFrom(loopback4, uint16(port))
 
 		for i := range 4 {

@@ -7,6 +7,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -324,4 +325,27 @@ func peekQueued(t testing.TB, c *net.TCPConn, n int) []byte {
 		}
 		time.Sleep(time.Millisecond) // poll interval
 	}
+}
+
+// listenFixedPort listens through lc on a port of the proxy's that was free
+// a moment ago, closed when the test ends. Another process may take the
+// port in between: a Listen that fails with one of taken (how the proxy
+// says so) is tried again on another port, twice at most.
+func listenFixedPort(t testing.TB, lc socksbind.ListenConfig, taken ...error) (*socksbind.Listener, int) {
+	t.Helper()
+	for range 3 {
+		port := freePort(t)
+		ln, err := lc.Listen(testContext(t), "tcp", fmt.Sprintf(":%d", port))
+		if err == nil {
+			t.Cleanup(func() { ln.Close() })
+			return ln, port
+		}
+		isTaken := false
+		for _, e := range taken {
+			isTaken = isTaken || errors.Is(err, e)
+		}
+		require.True(t, isTaken, "Listen on port %d: %v", port, err)
+	}
+	require.FailNow(t, "no free port was granted")
+	return nil, 0
 }

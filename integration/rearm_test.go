@@ -110,15 +110,7 @@ func TestHTTPServeFixedPortDante(t *testing.T) {
 	leakcheck.Check(t)
 	dante := startDante(t, DanteConfig{})
 	d := newDialer(t, dante.Addr, nil, nil)
-	var ln *socksbind.Listener
-	for range 3 {
-		var err error
-		if ln, err = d.Listen(testContext(t), "tcp", fmt.Sprintf(":%d", freePort(t))); err == nil {
-			break
-		}
-		require.ErrorIs(t, err, socksbind.ErrAddressInUse)
-	}
-	require.NotNil(t, ln, "no free port was granted")
+	ln, _ := listenFixedPort(t, socksbind.ListenConfig{Dialer: d}, socksbind.ErrAddressInUse)
 	addr := ln.Addr().String()
 
 	var errlog lockedBuffer

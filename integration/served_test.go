@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
@@ -58,19 +57,14 @@ func TestServedOf200(t *testing.T) {
 	for _, s := range setups {
 		t.Run(s.name, func(t *testing.T) {
 			d := s.dialer(t)
+			lc := socksbind.ListenConfig{Dialer: d, Multiplex: s.mux}
 			var ln *socksbind.Listener
-			for range 3 {
-				address := ":0"
-				if s.fixed {
-					address = fmt.Sprintf(":%d", freePort(t))
-				}
-				var err error
-				lc := socksbind.ListenConfig{Dialer: d, Multiplex: s.mux}
-				if ln, err = lc.Listen(testContext(t), "tcp", address); err == nil {
-					break
-				}
+			if s.fixed {
+				// Dante says a taken port with another port, GOST with code 1.
+				ln, _ = listenFixedPort(t, lc, socksbind.ErrAddressInUse, socksbind.ErrGeneralFailure)
+			} else {
+				ln = listen(t, d, lc, ":0")
 			}
-			require.NotNil(t, ln)
 			addr := ln.Addr().String()
 			serveHTTP(t, ln)
 			start := time.Now()
