@@ -63,6 +63,10 @@ type Dialer struct {
 	// Application data is never sent before the proxy's reply.
 	Pipeline bool
 
+	// UDP selects the command of ListenPacket and of DialContext for
+	// "udp": [UDPAssociate] (the zero value), [UDPTunnel] or [UDPAuto].
+	UDP UDPMode
+
 	mbind int32 // what MultiplexAuto learned of the proxy; atomic
 }
 
@@ -123,6 +127,14 @@ func (d *Dialer) Dial(network, address string) (net.Conn, error) {
 // DialContext connects to address on network ("tcp", "tcp4" or "tcp6")
 // through the proxy with the CONNECT command. The connection is a [*Conn].
 //
+// For "udp", "udp4" and "udp6" it makes an association as
+// [Dialer.ListenPacket] does, with its own control connection, and returns
+// a connected datagram conn: Write sends to address, Read returns datagrams
+// from address only, and it is a [net.PacketConn] too, so that the Go
+// resolver frames DNS for UDP on it:
+//
+//	r := &net.Resolver{PreferGo: true, Dial: d.DialContext}
+//
 // ctx bounds the whole of it: reaching the proxy, authenticating, and the
 // proxy's reply. Once DialContext returns, ctx has no effect on the
 // connection, and no deadline is left set on it.
@@ -133,6 +145,10 @@ func (d *Dialer) Dial(network, address string) (net.Conn, error) {
 // sentinels of this package, or with a syscall errno), the error of ctx
 // when it ended first, or the error of the connection to the proxy.
 func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	switch network {
+	case "udp", "udp4", "udp6":
+		return d.dialUDP(ctx, network, address)
+	}
 	dst, err := d.target(ctx, network, address)
 	if err != nil {
 		return nil, &net.OpError{Op: "socks connect", Net: network, Source: d.proxyAddr(), Addr: netutil.TextAddr(address), Err: err}

@@ -396,7 +396,7 @@ func TestNettestConn(t *testing.T) {
 func TestDialBadArguments(t *testing.T) {
 	d := &socksbind.Dialer{ProxyAddress: "127.0.0.1:1"}
 	for _, tt := range []struct{ network, addr string }{
-		{"udp", "127.0.0.1:1"},
+		{"ip", "127.0.0.1:1"},
 		{"tcp", "127.0.0.1"},
 		{"tcp", "127.0.0.1:99999"},
 		{"tcp", ":80"},

@@ -28,10 +28,15 @@ const (
 	// extension: reply 1 as for BIND, then an smux session on the
 	// connection with one stream per peer.
 	CmdMultiplexBind Command = 0xF2
+
+	// CmdUDPTun is GOST's UDP-over-TCP ("UDP-TUN"), an extension: the
+	// reply as for UDP ASSOCIATE, then every datagram framed on the
+	// control connection itself. See [UDPTunnel].
+	CmdUDPTun Command = 0xF3
 )
 
 // String returns the command in lower case: "connect", "bind", "udp
-// associate", "mbind", or "unknown command N".
+// associate", "mbind", "udp tun", or "unknown command N".
 func (c Command) String() string { return wire.Command(c).String() }
 
 // A Reply is the code of a SOCKS reply (REP). Its String method uses the
@@ -156,6 +161,7 @@ func _() {
 	_ = x[CmdBind-Command(wire.CmdBind)]
 	_ = x[CmdUDPAssociate-Command(wire.CmdUDPAssociate)]
 	_ = x[CmdMultiplexBind-Command(wire.CmdMultiplexBind)]
+	_ = x[CmdUDPTun-Command(wire.CmdUDPTun)]
 	_ = x[ReplySucceeded-Reply(wire.ReplySucceeded)]
 	_ = x[ReplyGeneralFailure-Reply(wire.ReplyGeneralFailure)]
 	_ = x[ReplyNotAllowed-Reply(wire.ReplyNotAllowed)]

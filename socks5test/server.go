@@ -87,6 +87,18 @@ type Server struct {
 	// EOF from either side.
 	Multiplex bool
 
+	// UDP makes the server answer UDP ASSOCIATE, as Dante and GOST
+	// (udp=true) do; see the package documentation. When false, UDP
+	// ASSOCIATE gets reply 7 (command not supported), as from microsocks.
+	UDP bool
+
+	// UDPTun makes the server answer GOST's UDP-TUN, [CmdUDPTun], as GOST
+	// with udp=true does: reply 0 carrying 0.0.0.0 and a port, then
+	// datagrams framed on the connection both ways. When false, the
+	// command is unknown: the server closes the connection without a
+	// reply, as Dante does.
+	UDPTun bool
+
 	// MultiplexNoHeader leaves out the SOCKS5 reply at the start of each
 	// MBIND stream: the stream carries the peer's bytes alone, as GOST
 	// does with comp=true, its GOST v2 compatibility mode.
@@ -244,6 +256,23 @@ type Hooks struct {
 	// it. Fault runs on the connection's own goroutine, one call at a
 	// time for a given connection, but concurrently for different ones.
 	Fault func(stage Stage, conn net.Conn, req *Request) bool
+
+	// Datagram, when non-nil, is called for each datagram the UDP relay
+	// is about to send the client, with its bytes as on the wire: the
+	// RFC 1928 header and the data for UDP ASSOCIATE, the frame for
+	// UDP-TUN. The relay sends what it returns instead, in order: nil
+	// drops the datagram, a changed copy corrupts it, several send
+	// several; a hook that keeps one back and returns it after the next
+	// reorders them. A [Datagram] with Spoofed set is sent from another
+	// socket of the server than the relay (UDP ASSOCIATE only). It runs on
+	// the relay's goroutine, one call at a time for an association.
+	Datagram func(pkt []byte) []Datagram
+}
+
+// A Datagram is what [Hooks.Datagram] has the relay send.
+type Datagram struct {
+	Bytes   []byte
+	Spoofed bool
 }
 
 // NewServer starts and returns a new [Server]. The caller should call Close
@@ -410,7 +439,15 @@ func (s *Server) handle(c net.Conn) {
 	case socksbind.CmdBind:
 		s.bind(c, req)
 	case socksbind.CmdUDPAssociate:
-		writeReply(c, socksbind.ReplyCommandNotSupported, socksbind.Addr{})
+		if !s.UDP {
+			writeReply(c, socksbind.ReplyCommandNotSupported, socksbind.Addr{})
+			return
+		}
+		s.associate(c, req)
+	case CmdUDPTun:
+		if s.UDPTun {
+			s.udpTun(c, req)
+		}
 	case CmdMultiplexBind:
 		if s.Multiplex {
 			s.multiplexBind(c, req)

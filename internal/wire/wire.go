@@ -45,6 +45,8 @@ func (c Command) String() string {
 		return "udp associate"
 	case CmdMultiplexBind:
 		return "mbind"
+	case CmdUDPTun:
+		return "udp tun"
 	}
 	return "unknown command " + strconv.Itoa(int(c))
 }

@@ -1,0 +1,165 @@
+package wire
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+)
+
+// This file holds the datagram header of RFC 1928 section 7, and the frame
+// of GOST's UDP-TUN, which reuses that header on a TCP connection.
+
+// CmdUDPTun is GOST's UDP-over-TCP command ("UDP-TUN"), an extension: the
+// reply as for UDP ASSOCIATE, then every datagram, both ways, framed on the
+// control connection itself (see [AppendTunHeader]).
+const CmdUDPTun Command = 0xF3
+
+// TunFrag is the FRAG byte of every UDP-TUN frame.
+const TunFrag = 0xFF
+
+// MaxUDPHeader is the length of the longest datagram header: RSV, FRAG,
+// ATYP, a domain name of 255 bytes and a port.
+const MaxUDPHeader = 2 + 1 + 1 + 1 + 255 + 2
+
+// MaxTunData is the most data one UDP-TUN frame carries: its length
+// travels in the 16-bit RSV field.
+const MaxTunData = 0xFFFF
+
+// The ways a datagram header can be wrong, for [ParseUDPHeader]. Each wraps
+// [ErrMalformed]; they are made once, so that dropping a datagram costs no
+// allocation.
+var (
+	ErrUDPShort    = fmt.Errorf("%w: datagram header cut short", ErrMalformed)
+	ErrUDPReserved = fmt.Errorf("%w: datagram RSV not zero", ErrMalformed)
+	ErrUDPFragment = fmt.Errorf("%w: fragmented datagram (FRAG not zero)", ErrMalformed)
+	ErrUDPAddrType = fmt.Errorf("%w: unknown address type in datagram header", ErrMalformed)
+	ErrUDPName     = fmt.Errorf("%w: invalid domain name in datagram header", ErrMalformed)
+	ErrTunFrame    = fmt.Errorf("%w: UDP-TUN frame", ErrMalformed)
+)
+
+// AppendUDPHeader appends the header of an RFC 1928 datagram: RSV 0, FRAG
+// 0, the address and the port. The data follows it.
+func AppendUDPHeader(b []byte, dst Addr) ([]byte, error) {
+	return AppendAddr(append(b, 0, 0, 0), dst)
+}
+
+// AppendTunHeader appends the header of a UDP-TUN frame as GOST writes it
+// (go-gost/x internal/util/socks, gosocks5's UDPDatagram): the data length
+// big-endian in RSV, FRAG 0xFF, the address and the port. n must be 1 to
+// [MaxTunData]: GOST reads a frame of length 0 as "the rest of the stream".
+func AppendTunHeader(b []byte, n int, dst Addr) ([]byte, error) {
+	if n < 1 || n > MaxTunData {
+		return b, fmt.Errorf("UDP-TUN frame of %d bytes: want 1 to %d", n, MaxTunData)
+	}
+	return AppendAddr(append(b, byte(n>>8), byte(n), TunFrag), dst)
+}
+
+// ParseUDPHeader parses the header of an RFC 1928 datagram in p and
+// returns its address and the header's length, the data being p[n:]. RSV
+// must be 0 and FRAG 0 (the library does not reassemble fragments, which
+// RFC 1928 makes optional). A domain name must pass [ValidName]; only a
+// domain name costs an allocation.
+func ParseUDPHeader(p []byte) (a Addr, n int, err error) {
+	if len(p) < 4 {
+		return Addr{}, 0, ErrUDPShort
+	}
+	if p[0] != 0 || p[1] != 0 {
+		return Addr{}, 0, ErrUDPReserved
+	}
+	if p[2] != 0 {
+		return Addr{}, 0, ErrUDPFragment
+	}
+	return parseAddrAt(p, 3)
+}
+
+// parseAddrAt parses ATYP, the address and the port at p[i:], returning
+// the offset just past the port.
+func parseAddrAt(p []byte, i int) (a Addr, n int, err error) {
+	switch AddrType(p[i]) {
+	case AddrIPv4:
+		if len(p) < i+1+4+2 {
+			return Addr{}, 0, ErrUDPShort
+		}
+		a.IP = netip.AddrFrom4([4]byte(p[i+1 : i+5]))
+		i += 5
+	case AddrIPv6:
+		if len(p) < i+1+16+2 {
+			return Addr{}, 0, ErrUDPShort
+		}
+		a.IP = netip.AddrFrom16([16]byte(p[i+1 : i+17])).Unmap()
+		i += 17
+	case AddrDomain:
+		if len(p) < i+2 {
+			return Addr{}, 0, ErrUDPShort
+		}
+		l := int(p[i+1])
+		if len(p) < i+2+l+2 {
+			return Addr{}, 0, ErrUDPShort
+		}
+		name := p[i+2 : i+2+l]
+		for _, c := range name {
+			if !nameByte(c) {
+				return Addr{}, 0, ErrUDPName
+			}
+		}
+		if l == 0 {
+			return Addr{}, 0, ErrUDPName
+		}
+		a.Name = string(name)
+		i += 2 + l
+	default:
+		return Addr{}, 0, ErrUDPAddrType
+	}
+	a.Port = uint16(p[i])<<8 | uint16(p[i+1])
+	return a, i + 2, nil
+}
+
+// ReadTunFrame reads one UDP-TUN frame from r into buf, which must hold
+// [MaxTunData] bytes, and returns the address and the data, a prefix of
+// buf. A frame whose FRAG is not 0xFF or whose length is 0 is malformed:
+// the stream cannot be read on after it. An EOF before the first byte is
+// io.EOF; within a frame, io.ErrUnexpectedEOF.
+func ReadTunFrame(r *bufio.Reader, buf []byte) (Addr, []byte, error) {
+	head, err := r.Peek(4)
+	if err != nil {
+		if len(head) > 0 && errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return Addr{}, nil, err
+	}
+	n := int(head[0])<<8 | int(head[1])
+	if head[2] != TunFrag || n == 0 {
+		return Addr{}, nil, ErrTunFrame
+	}
+	var alen int
+	switch AddrType(head[3]) {
+	case AddrIPv4:
+		alen = 4 + 2
+	case AddrIPv6:
+		alen = 16 + 2
+	case AddrDomain:
+		h, err := r.Peek(5)
+		if err != nil {
+			return Addr{}, nil, unexpected(err)
+		}
+		alen = 1 + int(h[4]) + 2
+	default:
+		return Addr{}, nil, ErrUDPAddrType
+	}
+	hdr, err := r.Peek(4 + alen)
+	if err != nil {
+		return Addr{}, nil, unexpected(err)
+	}
+	a, _, err := parseAddrAt(hdr, 3)
+	if err != nil {
+		return Addr{}, nil, err
+	}
+	r.Discard(len(hdr))
+	data := buf[:n]
+	if _, err := io.ReadFull(r, data); err != nil {
+		return Addr{}, nil, unexpected(err)
+	}
+	return a, data, nil
+}
