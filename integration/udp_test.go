@@ -1,0 +1,381 @@
+package integration
+
+// UDP through real proxies: UDP ASSOCIATE through Dante and GOST, GOST's
+// UDP-TUN directly and through an HTTP CONNECT hop (tinyproxy), DNS through
+// the proxy, and what happens when the proxy goes away.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/dnsserver"
+	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/udptest"
+	"github.com/socksbind/socksbind/proxyext"
+)
+
+// gostUDP is GOST with UDP: udp=true, and the largest relay buffer it
+// takes, since its default of 4,096 bytes silently truncates longer
+// datagrams.
+var gostUDP = GostConfig{Metadata: map[string]string{"udp": "true", "udpBufferSize": "65536"}}
+
+// udpProxy is a real proxy and the mode to reach it with.
+type udpProxy struct {
+	name  string
+	start func(t *testing.T) *Server
+	mode  socksbind.UDPMode
+}
+
+var udpProxies = []udpProxy{
+	{"DanteAssociate", func(t *testing.T) *Server { return startDante(t, DanteConfig{}) }, socksbind.UDPAssociate},
+	{"GostAssociate", func(t *testing.T) *Server { return startGost(t, gostUDP) }, socksbind.UDPAssociate},
+	{"GostTun", func(t *testing.T) *Server { return startGost(t, gostUDP) }, socksbind.UDPTunnel},
+}
+
+// listenPacketVia opens a PacketConn through srv with mode.
+func listenPacketVia(t *testing.T, srv *Server, mode socksbind.UDPMode) *socksbind.PacketConn {
+	t.Helper()
+	d := newDialer(t, srv.Addr, nil, nil)
+	d.UDP = mode
+	pc, err := d.ListenPacket(testContext(t), "udp", "")
+	require.NoError(t, err)
+	t.Cleanup(func() { pc.Close() })
+	return pc.(*socksbind.PacketConn)
+}
+
+// TestUDPDatagrams sends 10,000 datagrams of 1 to 65,000 bytes to a UDP
+// echo through each proxy and compares each reply byte for byte.
+//
+// UDP may lose a datagram even on loopback (a full socket buffer on a
+// loaded machine), so that a lost one must not fail the test, while a
+// corrupted, truncated or misdelivered one must. One datagram is in flight
+// at a time; when its echo does not come within the retransmission timeout
+// (starting at 250 ms, doubling, up to 8 tries) it is sent again, and the
+// retransmission counts as a loss. A reply that is not the one awaited is
+// accepted only as a late copy of an earlier retransmitted datagram, and
+// only as many times as there were retransmissions; anything else fails.
+// The test logs the loss. It runs in parallel with the other long tests,
+// and so has no leak check, which would see theirs: the sequential tests
+// below check the same code for leaks.
+func TestUDPDatagrams(t *testing.T) {
+	t.Parallel()
+	for _, p := range udpProxies {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
+			srv := p.start(t)
+			pc := listenPacketVia(t, srv, p.mode)
+			to := net.UDPAddrFromAddrPort(echo)
+
+			const count = 10000
+			rng := rand.New(rand.NewPCG(18, 65000))
+			sizes := make([]int, count)
+			for i := range sizes {
+				sizes[i] = 1 + rng.IntN(65000)
+			}
+			sizes[0], sizes[1] = 1, 65000
+			pool := randomBytes(65000 + count)
+			msg := make([]byte, 65000)
+			buf := make([]byte, 65536)
+			var lost, late, bytesSent int
+			start := time.Now()
+			for i, size := range sizes {
+				m := msg[:size]
+				fill(m, pool, i)
+				rto := 250 * time.Millisecond
+				for try := 0; ; try++ {
+					require.Less(t, try, 8, "datagram %d (%d bytes) got no echo in 8 tries", i, size)
+					_, err := pc.WriteTo(m, to)
+					require.NoError(t, err, "datagram %d", i)
+					got, ok := awaitEcho(t, pc, buf, m, rto, &late, lost)
+					if ok {
+						require.Equal(t, echo.String(), got.String(), "source of datagram %d", i)
+						break
+					}
+					lost++
+					rto *= 2
+				}
+				bytesSent += size
+			}
+			elapsed := time.Since(start)
+			t.Logf("%s: %d datagrams (%d MB each way) in %v: %d lost and sent again (%.3f%%), %d late copies discarded; drops %+v",
+				p.name, count, bytesSent>>20, elapsed.Round(time.Millisecond), lost, 100*float64(lost)/count, late, pc.Dropped())
+			assert.Equal(t, socksbind.DropCounts{}, pc.Dropped(), "no malformed or foreign datagram")
+		})
+	}
+}
+
+// randomBytes returns n bytes of a fixed pseudo-random sequence.
+func randomBytes(n int) []byte {
+	r := rand.New(rand.NewPCG(1928, 7))
+	b := make([]byte, n)
+	for j := 0; j+8 <= n; j += 8 {
+		v := r.Uint64()
+		for k := range 8 {
+			b[j+k] = byte(v >> (8 * k))
+		}
+	}
+	return b
+}
+
+// fill fills m with pool's bytes from i on, and i itself in the first
+// bytes when there is room, so that each datagram differs from the others.
+func fill(m, pool []byte, i int) {
+	copy(m, pool[i%(len(pool)-len(m)+1):])
+	for j := 0; j < 4 && j < len(m); j++ {
+		m[j] = byte(i >> (8 * j))
+	}
+}
+
+// awaitEcho waits up to rto for the echo of m. A reply that differs is
+// accepted only as a late copy of an earlier datagram sent more than
+// once, while fewer such copies than retransmissions have come.
+func awaitEcho(t *testing.T, pc net.PacketConn, buf, m []byte, rto time.Duration, late *int, lost int) (net.Addr, bool) {
+	t.Helper()
+	require.NoError(t, pc.SetReadDeadline(time.Now().Add(rto)))
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, false
+		}
+		require.NoError(t, err)
+		if bytes.Equal(buf[:n], m) {
+			return from, true
+		}
+		require.Less(t, *late, lost, "a reply of %d bytes that is neither the %d bytes awaited nor a late copy", n, len(m))
+		*late++
+	}
+}
+
+// TestUDPResolver resolves A and AAAA records with net.Resolver through
+// each proxy, from a DNS server on loopback.
+func TestUDPResolver(t *testing.T) {
+	for _, p := range udpProxies {
+		t.Run(p.name, func(t *testing.T) {
+			leakcheck.Check(t)
+			want := []netip.Addr{netip.MustParseAddr("192.0.2.18"), netip.MustParseAddr("2001:db8::18")}
+			dns := dnsserver.Start(t, map[string][]netip.Addr{"service.example": want})
+			srv := p.start(t)
+			d := newDialer(t, srv.Addr, nil, nil)
+			d.UDP = p.mode
+			r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				if network != "udp" {
+					return nil, fmt.Errorf("resolver asked for %s, want udp", network)
+				}
+				return d.DialContext(ctx, network, dns.String())
+			}}
+			for _, tt := range []struct {
+				network string
+				want    []netip.Addr
+			}{{"ip4", want[:1]}, {"ip6", want[1:]}, {"ip", want}} {
+				ips, err := r.LookupNetIP(testContext(t), tt.network, "service.example")
+				require.NoError(t, err, tt.network)
+				assert.ElementsMatch(t, tt.want, ips, tt.network)
+			}
+			assert.GreaterOrEqual(t, dns.Queries(), 4, "A and AAAA questions reached the DNS server")
+		})
+	}
+}
+
+// TestUDPProxyRestart stops the proxy under a blocked ReadFrom: it fails
+// with ErrAssociationEnded within 1 s, and so does every later call.
+func TestUDPProxyRestart(t *testing.T) {
+	for _, p := range udpProxies {
+		t.Run(p.name, func(t *testing.T) {
+			leakcheck.Check(t)
+			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
+			srv := p.start(t)
+			pc := listenPacketVia(t, srv, p.mode)
+			require.NoError(t, pc.SetReadDeadline(time.Now().Add(testTimeout)))
+			_, err := pc.WriteTo([]byte("before"), net.UDPAddrFromAddrPort(echo))
+			require.NoError(t, err)
+			n, _, err := pc.ReadFrom(make([]byte, 10))
+			require.NoError(t, err)
+			require.Equal(t, 6, n)
+
+			errc := make(chan error, 1)
+			go func() {
+				_, _, err := pc.ReadFrom(make([]byte, 10))
+				errc <- err
+			}()
+			require.NoError(t, srv.stop())
+			stopped := time.Now()
+			select {
+			case err := <-errc:
+				t.Logf("%v after the proxy stopped: %v", time.Since(stopped).Round(time.Microsecond), err)
+				require.ErrorIs(t, err, socksbind.ErrAssociationEnded)
+				var op *net.OpError
+				require.ErrorAs(t, err, &op)
+			case <-time.After(time.Second):
+				t.Fatal("ReadFrom still blocked 1 s after the proxy stopped")
+			}
+			_, err = pc.WriteTo([]byte("after"), net.UDPAddrFromAddrPort(echo))
+			require.ErrorIs(t, err, socksbind.ErrAssociationEnded)
+			_, _, err = pc.ReadFrom(make([]byte, 10))
+			require.ErrorIs(t, err, socksbind.ErrAssociationEnded)
+		})
+	}
+}
+
+// TestUDPForeignSource sends a datagram with a valid header to the client's
+// UDP socket from another local socket: it is not delivered.
+func TestUDPForeignSource(t *testing.T) {
+	for _, p := range udpProxies[:2] {
+		t.Run(p.name, func(t *testing.T) {
+			leakcheck.Check(t)
+			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
+			srv := p.start(t)
+			pc := listenPacketVia(t, srv, p.mode)
+			to := net.UDPAddrFromAddrPort(echo)
+			buf := make([]byte, 100)
+			require.NoError(t, pc.SetReadDeadline(time.Now().Add(testTimeout)))
+
+			other, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+			require.NoError(t, err)
+			defer other.Close()
+			local := pc.LocalAddr().(*net.UDPAddr)
+			// RSV, FRAG, 127.0.0.1:53, then data: a reply as the relay
+			// would send it.
+			forged := append([]byte{0, 0, 0, 1, 127, 0, 0, 1, 0, 53}, "forged"...)
+			_, err = other.WriteToUDP(forged, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: local.Port})
+			require.NoError(t, err)
+			// The forged datagram is queued on the socket before the
+			// echo of this one: ReadFrom passes it over.
+			_, err = pc.WriteTo([]byte("genuine"), to)
+			require.NoError(t, err)
+			n, from, err := pc.ReadFrom(buf)
+			require.NoError(t, err)
+			assert.Equal(t, "genuine", string(buf[:n]))
+			assert.Equal(t, echo.String(), from.String())
+			assert.Equal(t, socksbind.DropCounts{Foreign: 1}, pc.Dropped())
+		})
+	}
+}
+
+// TestUDPRefused: microsocks has no UDP; GOST without udp=true refuses both
+// commands with reply 2.
+func TestUDPRefused(t *testing.T) {
+	t.Run("Microsocks", func(t *testing.T) {
+		leakcheck.Check(t)
+		ms := startMicrosocks(t, "", "")
+		for _, mode := range []socksbind.UDPMode{socksbind.UDPAssociate, socksbind.UDPTunnel, socksbind.UDPAuto} {
+			d := newDialer(t, ms.Addr, nil, nil)
+			d.UDP = mode
+			_, err := d.ListenPacket(testContext(t), "udp", "")
+			requireReplyErrorCmd(t, err, socksbind.ReplyCommandNotSupported, socksbind.ErrCommandNotSupported, mode)
+		}
+	})
+	t.Run("GostWithoutUDP", func(t *testing.T) {
+		leakcheck.Check(t)
+		g := startGost(t, GostConfig{})
+		for _, mode := range []socksbind.UDPMode{socksbind.UDPAssociate, socksbind.UDPTunnel, socksbind.UDPAuto} {
+			d := newDialer(t, g.Addr, nil, nil)
+			d.UDP = mode
+			_, err := d.ListenPacket(testContext(t), "udp", "")
+			requireReplyErrorCmd(t, err, socksbind.ReplyNotAllowed, socksbind.ErrNotAllowed, mode)
+		}
+	})
+	t.Run("DanteTun", func(t *testing.T) {
+		leakcheck.Check(t)
+		dante := startDante(t, DanteConfig{})
+		d := newDialer(t, dante.Addr, nil, nil)
+		d.UDP = socksbind.UDPTunnel
+		_, err := d.ListenPacket(testContext(t), "udp", "")
+		require.Error(t, err, "Dante closes on a command it does not know")
+		var op *net.OpError
+		require.ErrorAs(t, err, &op)
+		assert.Equal(t, "socks udp tun", op.Op)
+	})
+}
+
+// requireReplyErrorCmd checks a refusal of the command mode sends (UDP
+// ASSOCIATE first for UDPAuto).
+func requireReplyErrorCmd(t *testing.T, err error, rep socksbind.Reply, sentinel error, mode socksbind.UDPMode) {
+	t.Helper()
+	require.ErrorIs(t, err, sentinel, "mode %v", mode)
+	var re *socksbind.ReplyError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, rep, re.Reply)
+	cmd := socksbind.CmdUDPAssociate
+	if mode == socksbind.UDPTunnel {
+		cmd = socksbind.CmdUDPTun
+	}
+	assert.Equal(t, cmd, re.Command, "mode %v", mode)
+}
+
+// TestUDPTunThroughHTTPHop carries UDP through tinyproxy (HTTP CONNECT) to
+// GOST with UDP-TUN, and checks that plain UDP ASSOCIATE is refused through
+// the hop before anything is sent.
+func TestUDPTunThroughHTTPHop(t *testing.T) {
+	leakcheck.Check(t)
+	echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
+	g := startGost(t, gostUDP)
+	tiny := startTinyproxy(t)
+	hop, err := proxyext.FromURL(&url.URL{Scheme: "http", Host: tiny.Addr}, nil)
+	require.NoError(t, err)
+
+	t.Run("AssociateRefused", func(t *testing.T) {
+		d := newDialer(t, g.Addr, nil, hop)
+		_, err := d.ListenPacket(testContext(t), "udp", "")
+		require.ErrorIs(t, err, socksbind.ErrForwardedAssociate)
+	})
+	for _, mode := range []socksbind.UDPMode{socksbind.UDPTunnel, socksbind.UDPAuto} {
+		t.Run(mode.String(), func(t *testing.T) {
+			d := newDialer(t, g.Addr, nil, hop)
+			d.UDP = mode
+			pc, err := d.ListenPacket(testContext(t), "udp", "")
+			require.NoError(t, err)
+			defer pc.Close()
+			p := pc.(*socksbind.PacketConn)
+			assert.Equal(t, socksbind.UDPTunnel, p.Mode())
+			assert.Equal(t, tiny.Addr, p.ProxyConn().RemoteAddr().String(), "the datagrams run in a tunnel of tinyproxy")
+			require.NoError(t, pc.SetReadDeadline(time.Now().Add(testTimeout)))
+			buf := make([]byte, 65536)
+			for _, size := range []int{1, 1000, 65000} {
+				m := make([]byte, size)
+				fill(m, randomBytes(65000), size)
+				_, err := pc.WriteTo(m, net.UDPAddrFromAddrPort(echo))
+				require.NoError(t, err)
+				n, from, err := pc.ReadFrom(buf)
+				require.NoError(t, err)
+				require.Equal(t, m, buf[:n])
+				assert.Equal(t, echo.String(), from.String())
+			}
+		})
+	}
+}
+
+// TestUDPTunGost: UDP-TUN straight to GOST, with a name sent to the proxy.
+func TestUDPTunGostByName(t *testing.T) {
+	leakcheck.Check(t)
+	echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
+	g := startGost(t, gostUDP)
+	pc := listenPacketVia(t, g, socksbind.UDPTunnel)
+	require.NoError(t, pc.SetReadDeadline(time.Now().Add(testTimeout)))
+	// "localhost" is resolved by GOST, from its hosts file: no DNS.
+	_, err := pc.WriteTo([]byte("by name"), nameAddr(fmt.Sprintf("localhost:%d", echo.Port())))
+	require.NoError(t, err)
+	buf := make([]byte, 100)
+	n, _, err := pc.ReadFrom(buf)
+	require.NoError(t, err)
+	assert.Equal(t, "by name", string(buf[:n]))
+}
+
+// nameAddr is a net.Addr given by its text.
+type nameAddr string
+
+func (a nameAddr) Network() string { return "udp" }
+func (a nameAddr) String() string  { return string(a) }
