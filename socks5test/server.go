@@ -271,8 +271,15 @@ type Hooks struct {
 
 // A Datagram is what [Hooks.Datagram] has the relay send.
 type Datagram struct {
-	Bytes   []byte
+	// Bytes are sent as they are: one datagram for UDP ASSOCIATE, bytes
+	// on the connection for UDP-TUN. Nil sends nothing.
+	Bytes []byte
+	// Spoofed sends Bytes from another socket of the server than the
+	// relay (UDP ASSOCIATE only).
 	Spoofed bool
+	// Close ends the association once Bytes is sent: the server closes
+	// the control connection.
+	Close bool
 }
 
 // NewServer starts and returns a new [Server]. The caller should call Close

@@ -63,7 +63,7 @@ func (s *Server) associate(c net.Conn, req *Request) {
 	if ip := req.Dst.IP.Unmap(); req.Dst.Name == "" && ip.IsValid() && !ip.IsUnspecified() {
 		clientIP = ip
 	}
-	a := &association{s: s, relay: relaySock, out: out, spoof: spoof, clientIP: clientIP}
+	a := &association{s: s, ctrl: c, relay: relaySock, out: out, spoof: spoof, clientIP: clientIP}
 	if req.Dst.Port != 0 {
 		ap := netip.AddrPortFrom(clientIP, req.Dst.Port)
 		a.client.Store(&ap)
@@ -84,6 +84,7 @@ func (s *Server) associate(c net.Conn, req *Request) {
 // association is one UDP ASSOCIATE being served.
 type association struct {
 	s                 *Server
+	ctrl              net.Conn
 	relay, out, spoof *net.UDPConn
 	clientIP          netip.Addr
 	client            atomic.Pointer[netip.AddrPort] // nil until known
@@ -141,7 +142,13 @@ func (a *association) down() {
 			if d.Spoofed {
 				sock = a.spoof
 			}
-			sock.WriteToUDPAddrPort(d.Bytes, *cl)
+			if d.Bytes != nil {
+				sock.WriteToUDPAddrPort(d.Bytes, *cl)
+			}
+			if d.Close {
+				a.ctrl.Close()
+				return
+			}
 		}
 	}
 }
@@ -209,7 +216,7 @@ func (s *Server) udpTun(c net.Conn, req *Request) {
 			}
 			pkt = append(pkt, buf[:n]...)
 			for _, d := range s.hookDatagram(pkt) {
-				if _, err := c.Write(d.Bytes); err != nil {
+				if _, err := c.Write(d.Bytes); err != nil || d.Close {
 					c.Close()
 					return
 				}
