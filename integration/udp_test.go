@@ -5,10 +5,12 @@ package integration
 // the proxy, and what happens when the proxy goes away.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -379,3 +381,113 @@ type nameAddr string
 
 func (a nameAddr) Network() string { return "udp" }
 func (a nameAddr) String() string  { return string(a) }
+
+// BenchmarkUDPReal measures round trips of 1,000-byte datagrams, one in
+// flight, through Dante and GOST (UDP ASSOCIATE and UDP-TUN), each next to
+// one through a direct *net.UDPConn in the same run ("x-direct" is the
+// ratio) and one through the least client there can be, by hand through
+// the same proxy ("x-raw"), and the allocations of a WriteTo and a
+// ReadFrom:
+//
+//	SOCKSBIND_INTEGRATION=require go test -run '^$' -bench UDPReal -benchtime 20000x ./integration/
+func BenchmarkUDPReal(b *testing.B) {
+	echo := udptest.Echo(b, "udp4", "127.0.0.1:0")
+	for _, p := range []struct {
+		name  string
+		start func(b *testing.B) *Server
+		mode  socksbind.UDPMode
+	}{
+		{"dante/associate", func(b *testing.B) *Server { return startDante(b, DanteConfig{}) }, socksbind.UDPAssociate},
+		{"gost/associate", func(b *testing.B) *Server { return startGost(b, gostUDP) }, socksbind.UDPAssociate},
+		{"gost/tun", func(b *testing.B) *Server { return startGost(b, gostUDP) }, socksbind.UDPTunnel},
+	} {
+		srv := p.start(b)
+		d := newDialer(b, srv.Addr, nil, nil)
+		d.UDP = p.mode
+		pc, err := d.ListenPacket(context.Background(), "udp", "")
+		require.NoError(b, err)
+		b.Cleanup(func() { pc.Close() })
+		raw := rawClient(b, srv.Addr, p.mode, echo)
+		b.Run(p.name+"/roundtrip", func(b *testing.B) { udptest.CompareRoundTrips(b, pc, echo, 1000, raw) })
+		b.Run(p.name+"/allocs", func(b *testing.B) { udptest.Allocs(b, pc, echo) })
+	}
+}
+
+// rawClient is the least a client can do through the proxy at addr, the
+// baseline of BenchmarkUDPReal: the handshake by hand, then datagrams to
+// dst alone, behind a header built once, and replies whose header is
+// skipped unread.
+func rawClient(b *testing.B, addr string, mode socksbind.UDPMode, dst netip.AddrPort) net.PacketConn {
+	b.Helper()
+	ctrl, err := net.Dial("tcp", addr)
+	require.NoError(b, err)
+	b.Cleanup(func() { ctrl.Close() })
+	reply := make([]byte, 2+10)
+	ip := dst.Addr().As4()
+	port := []byte{byte(dst.Port() >> 8), byte(dst.Port())}
+	if mode == socksbind.UDPTunnel {
+		_, err = ctrl.Write([]byte{5, 1, 0, 5, 0xF3, 0, 1, 0, 0, 0, 0, 0, 0})
+		require.NoError(b, err)
+		_, err = io.ReadFull(ctrl, reply)
+		require.NoError(b, err)
+		require.Equal(b, []byte{5, 0, 5, 0}, reply[:4])
+		hdr := append([]byte{0, 0, 0xFF, 1}, ip[:]...)
+		return &rawTun{Conn: ctrl, hdr: append(hdr, port...), r: bufio.NewReader(ctrl)}
+	}
+	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(b, err)
+	b.Cleanup(func() { udp.Close() })
+	lp := udp.LocalAddr().(*net.UDPAddr).Port
+	_, err = ctrl.Write([]byte{5, 1, 0, 5, 3, 0, 1, 127, 0, 0, 1, byte(lp >> 8), byte(lp)})
+	require.NoError(b, err)
+	_, err = io.ReadFull(ctrl, reply)
+	require.NoError(b, err)
+	require.Equal(b, []byte{5, 0, 5, 0, 0, 1}, reply[:6])
+	relay := netip.AddrPortFrom(netip.AddrFrom4([4]byte(reply[6:10])), uint16(reply[10])<<8|uint16(reply[11]))
+	if relay.Addr().IsUnspecified() {
+		relay = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), relay.Port())
+	}
+	hdr := append([]byte{0, 0, 0, 1}, ip[:]...)
+	return &rawAssociate{UDPConn: udp, relay: relay, hdr: append(hdr, port...), buf: make([]byte, 65536)}
+}
+
+type rawAssociate struct {
+	*net.UDPConn
+	relay netip.AddrPort
+	hdr   []byte
+	buf   []byte
+}
+
+func (r *rawAssociate) WriteTo(p []byte, _ net.Addr) (int, error) {
+	_, err := r.WriteToUDPAddrPort(append(r.hdr[:10:10], p...), r.relay)
+	return len(p), err
+}
+
+func (r *rawAssociate) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, err := r.Read(r.buf)
+	return copy(p, r.buf[10:n]), nil, err
+}
+
+type rawTun struct {
+	net.Conn
+	hdr []byte
+	r   *bufio.Reader
+}
+
+func (r *rawTun) WriteTo(p []byte, _ net.Addr) (int, error) {
+	f := append(r.hdr[:10:10], p...)
+	f[0], f[1] = byte(len(p)>>8), byte(len(p))
+	_, err := r.Write(f)
+	return len(p), err
+}
+
+func (r *rawTun) ReadFrom(p []byte) (int, net.Addr, error) {
+	h, err := r.r.Peek(10)
+	if err != nil {
+		return 0, nil, err
+	}
+	n := int(h[0])<<8 | int(h[1])
+	r.r.Discard(10)
+	_, err = io.ReadFull(r.r, p[:n])
+	return n, nil, err
+}

@@ -106,7 +106,8 @@ func (a *association) up() {
 		} else if from.Addr() != a.clientIP {
 			continue
 		} else {
-			a.client.Store(&from)
+			learned := from
+			a.client.Store(&learned)
 		}
 		dst, hl, err := wire.ParseUDPHeader(buf[:n])
 		if err != nil {
@@ -137,7 +138,11 @@ func (a *association) down() {
 		src := wire.Addr{IP: from.Addr().Unmap(), Port: from.Port()}
 		pkt, _ = wire.AppendUDPHeader(pkt[:0], src)
 		pkt = append(pkt, buf[:n]...)
-		for _, d := range a.s.hookDatagram(pkt) {
+		if a.s.Hooks.Datagram == nil {
+			a.relay.WriteToUDPAddrPort(pkt, *cl)
+			continue
+		}
+		for _, d := range a.s.Hooks.Datagram(pkt) {
 			sock := a.relay
 			if d.Spoofed {
 				sock = a.spoof
@@ -151,14 +156,6 @@ func (a *association) down() {
 			}
 		}
 	}
-}
-
-// hookDatagram passes pkt through the Datagram hook.
-func (s *Server) hookDatagram(pkt []byte) []Datagram {
-	if s.Hooks.Datagram == nil {
-		return []Datagram{{Bytes: pkt}}
-	}
-	return s.Hooks.Datagram(pkt)
 }
 
 // resolveUDP is where a datagram to dst goes: Hosts first, then a lookup.
@@ -215,7 +212,14 @@ func (s *Server) udpTun(c net.Conn, req *Request) {
 				continue // an empty datagram: a frame cannot carry it
 			}
 			pkt = append(pkt, buf[:n]...)
-			for _, d := range s.hookDatagram(pkt) {
+			if s.Hooks.Datagram == nil {
+				if _, err := c.Write(pkt); err != nil {
+					c.Close()
+					return
+				}
+				continue
+			}
+			for _, d := range s.Hooks.Datagram(pkt) {
 				if _, err := c.Write(d.Bytes); err != nil || d.Close {
 					c.Close()
 					return
