@@ -38,8 +38,15 @@
 // parameter pipeline=1 sets [socksbind.Dialer.Pipeline]: greeting,
 // authentication and request go out in one write (one round trip instead of
 // two or three; Dante and GOST answer it, microsocks cannot), and
-// pipeline=0 is the default. Other query parameters, and bind and pipeline
-// in an http or https URL, are ignored.
+// pipeline=0 is the default. The query parameter udp selects how it relays
+// UDP ([PacketListener], [socksbind.Dialer.UDP]):
+//
+//	no udp      UDP ASSOCIATE (RFC 1928), socksbind.UDPAssociate
+//	udp=tun     GOST's UDP-over-TCP, socksbind.UDPTunnel
+//	udp=auto    UDP ASSOCIATE, else UDP-TUN, socksbind.UDPAuto
+//
+// Other query parameters, and bind, pipeline and udp in an http or https
+// URL, are ignored.
 //
 // # HTTP CONNECT
 //
@@ -82,7 +89,8 @@
 //
 // [Listen] listens through the environment's proxy when it is a SOCKS5 one,
 // and locally when no proxy is configured, so the same program runs with
-// and without a proxy. [ListenProxy] never falls back.
+// and without a proxy. [ListenProxy] never falls back. [ListenPacket] and
+// [ListenPacketProxy] do the same for UDP.
 //
 // # Errors
 //

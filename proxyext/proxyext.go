@@ -114,6 +114,9 @@ func newSOCKS(u *url.URL, forward proxy.Dialer) (proxy.Dialer, error) {
 	if d.Pipeline, err = pipelineMode(u); err != nil {
 		return nil, urlError(u, err)
 	}
+	if d.UDP, err = udpMode(u); err != nil {
+		return nil, urlError(u, err)
+	}
 	return &socksDialer{d: d, url: Redact(u), mux: mux}, nil
 }
 
