@@ -25,6 +25,18 @@
 // with the table of which failure is which. [ListenConfig.Once] gives the
 // classic single-connection BIND.
 //
+// # UDP
+//
+// [Dialer.ListenPacket] relays datagrams through the proxy as a
+// [net.PacketConn] (a [*PacketConn]), with UDP ASSOCIATE (RFC 1928, section
+// 7: Dante, and GOST with udp=true) or GOST's UDP-TUN, which carries them
+// inside the TCP connection to the proxy and so passes through forward hops
+// ([Dialer.UDP], [UDPMode]). [Dialer.DialContext] with "udp" returns a
+// connected datagram conn, on which the Go resolver asks DNS through the
+// proxy. The association ends with its TCP control connection, and every
+// read and write then fails with [ErrAssociationEnded]; UDP ASSOCIATE
+// through a forward dialer is refused with [ErrForwardedAssociate].
+//
 // # Errors
 //
 // Every error is a [*net.OpError]. A failure reply is a [*ReplyError] that

@@ -5,6 +5,9 @@
 // test (ftp_test.go) builds the example examples/ftpactive and runs it
 // against pyftpdlib, an FTP server, through Dante; the expose test
 // (expose_test.go) builds examples/expose and runs it against Dante and GOST.
+// The UDP tests (udp_test.go) relay datagrams through Dante's and GOST's UDP
+// ASSOCIATE and GOST's UDP-TUN (also through tinyproxy), to a UDP echo server
+// and a DNS server that the tests start on loopback.
 //
 // The package holds tests only. Each test starts the servers it needs as child
 // processes, in the foreground, on free ports on 127.0.0.1 (and ::1), with

@@ -32,6 +32,15 @@
 // [CmdMultiplexBind]): one request, one listening socket, and an smux session
 // on the control connection that carries every peer as a stream of its own.
 //
+// [Server.UDP] adds UDP ASSOCIATE, as Dante relays it: a relay socket on
+// 127.0.0.1 that takes datagrams only from the client (the address the
+// request declares, or the first datagram from the control connection's IP),
+// drops those with a malformed header, RSV or FRAG not 0, and ends with the
+// control connection. [Server.UDPTun] adds GOST's UDP-TUN ([CmdUDPTun]):
+// datagrams framed on the control connection. [Hooks.Datagram] sees every
+// datagram the relay sends the client, and can drop, corrupt, duplicate,
+// reorder, fragment or spoof it, or end the association.
+//
 // Fields of [Server] set between [NewUnstartedServer] and [Server.Start]
 // add authentication ([Server.Users]), refusals ([Server.Rules],
 // [Server.PeerRules]) and fault injection ([Server.Hooks]). Every request is
