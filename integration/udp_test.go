@@ -36,15 +36,25 @@ var gostUDP = GostConfig{Metadata: map[string]string{"udp": "true", "udpBufferSi
 
 // udpProxy is a real proxy and the mode to reach it with.
 type udpProxy struct {
-	name  string
-	start func(t *testing.T) *Server
-	mode  socksbind.UDPMode
+	name    string
+	start   func(t *testing.T) *Server
+	restart func(t *testing.T, port int) *Server // on a port it had
+	mode    socksbind.UDPMode
 }
 
 var udpProxies = []udpProxy{
-	{"DanteAssociate", func(t *testing.T) *Server { return startDante(t, DanteConfig{}) }, socksbind.UDPAssociate},
-	{"GostAssociate", func(t *testing.T) *Server { return startGost(t, gostUDP) }, socksbind.UDPAssociate},
-	{"GostTun", func(t *testing.T) *Server { return startGost(t, gostUDP) }, socksbind.UDPTunnel},
+	{"DanteAssociate", func(t *testing.T) *Server { return startDante(t, DanteConfig{}) }, restartDante, socksbind.UDPAssociate},
+	{"GostAssociate", func(t *testing.T) *Server { return startGost(t, gostUDP) }, restartGost, socksbind.UDPAssociate},
+	{"GostTun", func(t *testing.T) *Server { return startGost(t, gostUDP) }, restartGost, socksbind.UDPTunnel},
+}
+
+func restartDante(t *testing.T, port int) *Server { return startDanteOn(t, DanteConfig{}, port) }
+
+func restartGost(t *testing.T, port int) *Server {
+	t.Helper()
+	return start(t, "gost", readiness{socks: true}, func(int) (int, []string) {
+		return port, []string{"-L", gostURL(gostUDP, port)}
+	})
 }
 
 // listenPacketVia opens a PacketConn through srv with mode.
@@ -193,7 +203,8 @@ func TestUDPResolver(t *testing.T) {
 }
 
 // TestUDPProxyRestart stops the proxy under a blocked ReadFrom: it fails
-// with ErrAssociationEnded within 1 s, and so does every later call.
+// with ErrAssociationEnded within 1 s, and so does every later call, also
+// once the proxy is back on its port, where a new PacketConn works.
 func TestUDPProxyRestart(t *testing.T) {
 	for _, p := range udpProxies {
 		t.Run(p.name, func(t *testing.T) {
@@ -213,11 +224,11 @@ func TestUDPProxyRestart(t *testing.T) {
 				_, _, err := pc.ReadFrom(make([]byte, 10))
 				errc <- err
 			}()
+			stopping := time.Now()
 			require.NoError(t, srv.stop())
-			stopped := time.Now()
 			select {
 			case err := <-errc:
-				t.Logf("%v after the proxy stopped: %v", time.Since(stopped).Round(time.Microsecond), err)
+				t.Logf("%v after SIGTERM to the proxy: %v", time.Since(stopping).Round(time.Microsecond), err)
 				require.ErrorIs(t, err, socksbind.ErrAssociationEnded)
 				var op *net.OpError
 				require.ErrorAs(t, err, &op)
@@ -228,6 +239,17 @@ func TestUDPProxyRestart(t *testing.T) {
 			require.ErrorIs(t, err, socksbind.ErrAssociationEnded)
 			_, _, err = pc.ReadFrom(make([]byte, 10))
 			require.ErrorIs(t, err, socksbind.ErrAssociationEnded)
+
+			again := p.restart(t, srv.Port)
+			_, err = pc.WriteTo([]byte("after"), net.UDPAddrFromAddrPort(echo))
+			require.ErrorIs(t, err, socksbind.ErrAssociationEnded, "the old association stays ended")
+			pc2 := listenPacketVia(t, again, p.mode)
+			require.NoError(t, pc2.SetReadDeadline(time.Now().Add(testTimeout)))
+			_, err = pc2.WriteTo([]byte("again"), net.UDPAddrFromAddrPort(echo))
+			require.NoError(t, err)
+			n, _, err = pc2.ReadFrom(make([]byte, 10))
+			require.NoError(t, err)
+			assert.Equal(t, 5, n)
 		})
 	}
 }
