@@ -23,7 +23,7 @@ type assocEngine struct {
 // starts the PacketConn.
 func (d *Dialer) associate(ctx context.Context, network, address string) (*PacketConn, error) {
 	opErr := func(err error) error {
-		return &net.OpError{Op: "socks " + CmdUDPAssociate.String(), Net: network, Source: d.proxyAddr(), Addr: textAddr(address), Err: err}
+		return &net.OpError{Op: "socks " + CmdUDPAssociate.String(), Net: network, Source: d.proxyAddr(), Addr: localAddrOf(address), Err: err}
 	}
 	var laddr *net.UDPAddr
 	if address != "" {

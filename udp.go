@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/net/proxy"
 
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/wire"
 )
 
@@ -220,7 +221,7 @@ func (d *Dialer) ListenPacket(ctx context.Context, network, address string) (net
 
 func (d *Dialer) listenPacket(ctx context.Context, network, address string) (*PacketConn, error) {
 	opErr := func(cmd Command, err error) error {
-		return &net.OpError{Op: "socks " + cmd.String(), Net: network, Source: d.proxyAddr(), Addr: textAddr(address), Err: err}
+		return &net.OpError{Op: "socks " + cmd.String(), Net: network, Source: d.proxyAddr(), Addr: localAddrOf(address), Err: err}
 	}
 	switch network {
 	case "udp", "udp4", "udp6":
@@ -254,8 +255,9 @@ func (d *Dialer) listenPacket(ctx context.Context, network, address string) (*Pa
 	return nil, opErr(CmdUDPAssociate, fmt.Errorf("socksbind: unknown UDP mode %v", d.UDP))
 }
 
-// textAddr is address as a net.Addr for an error, nil when empty.
-func textAddr(address string) net.Addr {
+// localAddrOf is a local address as a net.Addr for an error, nil when
+// empty or not an address.
+func localAddrOf(address string) net.Addr {
 	if address == "" {
 		return nil
 	}
@@ -305,9 +307,10 @@ func (p *PacketConn) Mode() UDPMode { return p.mode }
 // [UDPAssociate], and of the TCP connection to the proxy with [UDPTunnel].
 func (p *PacketConn) LocalAddr() net.Addr { return p.eng.localAddr() }
 
-// ProxyConn returns the TCP control connection to the proxy. It must not be
+// ControlConn returns the TCP connection to the proxy that holds the
+// association (and, with UDP-TUN, carries the datagrams). It must not be
 // read or written.
-func (p *PacketConn) ProxyConn() net.Conn { return p.ctrl }
+func (p *PacketConn) ControlConn() net.Conn { return p.ctrl }
 
 // SetDeadline sets the read and write deadlines, as on a [*net.UDPConn].
 func (p *PacketConn) SetDeadline(t time.Time) error {
@@ -521,7 +524,7 @@ func (d *Dialer) relayAddr(ctx context.Context, c net.Conn, bnd Addr) (netip.Add
 // the DialContext of network "udp", "udp4" or "udp6".
 func (d *Dialer) dialUDP(ctx context.Context, network, address string) (net.Conn, error) {
 	opErr := func(err error) error {
-		return &net.OpError{Op: "dial", Net: network, Source: d.proxyAddr(), Addr: textAddr(address), Err: err}
+		return &net.OpError{Op: "dial", Net: network, Source: d.proxyAddr(), Addr: netutil.TextAddr(address), Err: err}
 	}
 	dst, err := d.udpTarget(ctx, network, address)
 	if err != nil {

@@ -461,3 +461,54 @@ func TestUDPHandshakeBounded(t *testing.T) {
 		})
 	}
 }
+
+// A relay reported as 0.0.0.0 stands for the proxy's IP: from
+// ProxyAddress, or from the control connection when that is a name.
+func TestUDPUnspecifiedRelay(t *testing.T) {
+	srv := udpProxy(t, func(s *socks5test.Server) { s.ReportUnspecified = true })
+	echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
+	_, port, err := net.SplitHostPort(srv.Addr())
+	require.NoError(t, err)
+	for _, addr := range []string{srv.Addr(), net.JoinHostPort("localhost", port)} {
+		t.Run(addr, func(t *testing.T) {
+			d := &socksbind.Dialer{ProxyAddress: addr, Resolver: &net.Resolver{PreferGo: true, Dial: noDNS}}
+			pc, err := d.ListenPacket(context.Background(), "udp4", "127.0.0.1:0")
+			require.NoError(t, err)
+			defer pc.Close()
+			got, _ := echoOnce(t, pc, echo, []byte("via 0.0.0.0"))
+			assert.Equal(t, "via 0.0.0.0", string(got))
+		})
+	}
+}
+
+// noDNS refuses every DNS query: names come from the hosts file or fail.
+func noDNS(context.Context, string, string) (net.Conn, error) {
+	return nil, errors.New("no DNS in tests")
+}
+
+// The ASSOCIATE request declares the local socket: its port always, its IP
+// when one was given.
+func TestUDPDeclaresLocalAddr(t *testing.T) {
+	srv := udpProxy(t, nil)
+	for _, local := range []string{"", "127.0.0.1:0"} {
+		pc := listenPacketAt(t, srv, local)
+		la := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+		reqs := srv.Requests()
+		dst := reqs[len(reqs)-1].Dst
+		assert.Equal(t, la.Port(), dst.Port, "local %q", local)
+		if local == "" {
+			assert.True(t, !dst.IP.IsValid() || dst.IP.IsUnspecified(), "%v", dst)
+		} else {
+			assert.Equal(t, "127.0.0.1", dst.IP.String())
+		}
+	}
+}
+
+func listenPacketAt(t *testing.T, srv *socks5test.Server, local string) *socksbind.PacketConn {
+	t.Helper()
+	d := newDialer(t, srv)
+	pc, err := d.ListenPacket(context.Background(), "udp4", local)
+	require.NoError(t, err)
+	t.Cleanup(func() { pc.Close() })
+	return pc.(*socksbind.PacketConn)
+}

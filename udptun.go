@@ -46,7 +46,7 @@ func (d *Dialer) tunnel(ctx context.Context, network, address string) (*PacketCo
 			if err == nil {
 				err = errors.New("UDP-TUN has no local UDP socket: give no local address, or port 0")
 			}
-			return nil, &net.OpError{Op: "socks " + CmdUDPTun.String(), Net: network, Source: d.proxyAddr(), Addr: textAddr(address), Err: err}
+			return nil, &net.OpError{Op: "socks " + CmdUDPTun.String(), Net: network, Source: d.proxyAddr(), Addr: localAddrOf(address), Err: err}
 		}
 	}
 	// Port 0 asks GOST to relay; another port asks it for a UDP BIND.

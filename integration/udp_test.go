@@ -365,7 +365,7 @@ func TestUDPTunThroughHTTPHop(t *testing.T) {
 			defer pc.Close()
 			p := pc.(*socksbind.PacketConn)
 			assert.Equal(t, socksbind.UDPTunnel, p.Mode())
-			assert.Equal(t, tiny.Addr, p.ProxyConn().RemoteAddr().String(), "the datagrams run in a tunnel of tinyproxy")
+			assert.Equal(t, tiny.Addr, p.ControlConn().RemoteAddr().String(), "the datagrams run in a tunnel of tinyproxy")
 			require.NoError(t, pc.SetReadDeadline(time.Now().Add(testTimeout)))
 			buf := make([]byte, 65536)
 			for _, size := range []int{1, 1000, 65000} {
