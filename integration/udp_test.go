@@ -382,20 +382,25 @@ func TestUDPTunThroughHTTPHop(t *testing.T) {
 	}
 }
 
-// TestUDPTunGost: UDP-TUN straight to GOST, with a name sent to the proxy.
-func TestUDPTunGostByName(t *testing.T) {
-	leakcheck.Check(t)
-	echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
-	g := startGost(t, gostUDP)
-	pc := listenPacketVia(t, g, socksbind.UDPTunnel)
-	require.NoError(t, pc.SetReadDeadline(time.Now().Add(testTimeout)))
-	// "localhost" is resolved by GOST, from its hosts file: no DNS.
-	_, err := pc.WriteTo([]byte("by name"), nameAddr(fmt.Sprintf("localhost:%d", echo.Port())))
-	require.NoError(t, err)
-	buf := make([]byte, 100)
-	n, _, err := pc.ReadFrom(buf)
-	require.NoError(t, err)
-	assert.Equal(t, "by name", string(buf[:n]))
+// TestUDPByName sends to a destination given by name, which the proxy
+// resolves: "localhost", from its hosts file, so that no name reaches DNS.
+func TestUDPByName(t *testing.T) {
+	for _, p := range udpProxies {
+		t.Run(p.name, func(t *testing.T) {
+			leakcheck.Check(t)
+			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
+			srv := p.start(t)
+			pc := listenPacketVia(t, srv, p.mode)
+			require.NoError(t, pc.SetReadDeadline(time.Now().Add(testTimeout)))
+			_, err := pc.WriteTo([]byte("by name"), nameAddr(fmt.Sprintf("localhost:%d", echo.Port())))
+			require.NoError(t, err)
+			buf := make([]byte, 100)
+			n, from, err := pc.ReadFrom(buf)
+			require.NoError(t, err)
+			assert.Equal(t, "by name", string(buf[:n]))
+			assert.Equal(t, echo.String(), from.String(), "the source is the address the proxy resolved")
+		})
+	}
 }
 
 // nameAddr is a net.Addr given by its text.
