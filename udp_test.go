@@ -512,3 +512,122 @@ func listenPacketAt(t *testing.T, srv *socks5test.Server, local string) *socksbi
 	t.Cleanup(func() { pc.Close() })
 	return pc.(*socksbind.PacketConn)
 }
+
+func TestUDPWriteDeadline(t *testing.T) {
+	for _, mode := range udpModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			srv := udpProxy(t, nil)
+			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
+			pc := listenPacket(t, srv, mode)
+			require.NoError(t, pc.SetWriteDeadline(time.Unix(1, 0)))
+			_, err := pc.WriteTo([]byte("late"), net.UDPAddrFromAddrPort(echo))
+			require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+			var ne net.Error
+			require.ErrorAs(t, err, &ne)
+			assert.True(t, ne.Timeout())
+			require.NoError(t, pc.SetDeadline(time.Time{}))
+			got, _ := echoOnce(t, pc, echo, []byte("in time"))
+			assert.Equal(t, "in time", string(got), "a write that timed out before its first byte leaves the PacketConn usable")
+		})
+	}
+}
+
+// An empty datagram travels with UDP ASSOCIATE (a header alone).
+func TestUDPEmptyDatagram(t *testing.T) {
+	srv := udpProxy(t, nil)
+	echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
+	pc := listenPacket(t, srv, socksbind.UDPAssociate)
+	got, from := echoOnce(t, pc, echo, nil)
+	assert.Empty(t, got)
+	assert.Equal(t, echo.String(), from.String())
+}
+
+// Concurrent writers and readers: every datagram that arrives is one that
+// was sent, whole (UDP-TUN frames never interleave).
+func TestUDPConcurrent(t *testing.T) {
+	for _, mode := range udpModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			srv := udpProxy(t, nil)
+			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
+			pc := listenPacket(t, srv, mode)
+			const writers, each = 4, 100
+			msg := func(w, i int) []byte {
+				b := bytes.Repeat([]byte{byte(w), byte(i)}, 1+(w*each+i)%700)
+				return b
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, writers)
+			for w := range writers {
+				wg.Go(func() {
+					for i := range each {
+						if _, err := pc.WriteTo(msg(w, i), net.UDPAddrFromAddrPort(echo)); err != nil {
+							errs <- err
+							return
+						}
+					}
+				})
+			}
+			received := 0
+			buf := make([]byte, 2000)
+			for received < writers*each {
+				require.NoError(t, pc.SetReadDeadline(time.Now().Add(300*time.Millisecond)))
+				n, _, err := pc.ReadFrom(buf)
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					break // the rest was lost on the way, which UDP may do
+				}
+				require.NoError(t, err)
+				require.GreaterOrEqual(t, n, 2)
+				require.Equal(t, msg(int(buf[0]), int(buf[1])), buf[:n], "datagram intact")
+				received++
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				require.NoError(t, err)
+			}
+			t.Logf("%d of %d datagrams came back; drops %+v", received, writers*each, pc.Dropped())
+			assert.Positive(t, received)
+		})
+	}
+}
+
+// A reader that falls behind on UDP-TUN loses datagrams, as on a UDP socket,
+// counted as Overflow, and the tunnel goes on.
+func TestUDPTunOverflow(t *testing.T) {
+	srv := udpProxy(t, nil)
+	echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
+	pc := listenPacket(t, srv, socksbind.UDPTunnel)
+	// Nobody reads: send until the queue overflows. A datagram lost on
+	// the way (UDP between the relay and the echo server) only delays it.
+	for i := 0; pc.Dropped().Overflow == 0; i++ {
+		require.Less(t, i, 5000, "no overflow")
+		_, err := pc.WriteTo([]byte{byte(i)}, net.UDPAddrFromAddrPort(echo))
+		require.NoError(t, err)
+		if i >= 64 {
+			deadline := time.Now().Add(10 * time.Millisecond)
+			for pc.Dropped().Overflow == 0 && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+	}
+	// Read the queue: the datagrams held before the overflow.
+	buf := make([]byte, 100)
+	queued := 0
+	for {
+		require.NoError(t, pc.SetReadDeadline(time.Now().Add(50*time.Millisecond)))
+		_, _, err := pc.ReadFrom(buf)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		require.NoError(t, err)
+		queued++
+	}
+	assert.GreaterOrEqual(t, queued, 64, "the queue held 64")
+	got, _ := echoOnce(t, pc, echo, []byte("still there"))
+	for string(got) != "still there" { // a straggler
+		n, _, err := pc.ReadFrom(buf)
+		require.NoError(t, err)
+		got = buf[:n]
+	}
+	t.Logf("%d queued; drops %+v", queued, pc.Dropped())
+}
