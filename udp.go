@@ -203,7 +203,8 @@ func (p *PacketConn) Dropped() DropCounts {
 // port 0.
 //
 // [Dialer.UDP] selects the command: UDP ASSOCIATE by default, refused with
-// [ErrForwardedAssociate] when the Dialer has a Forward dialer; GOST's
+// [ErrForwardedAssociate] when the Dialer reaches the proxy through a
+// Forward dialer (any but [proxy.Direct] or a [*net.Dialer]); GOST's
 // UDP-TUN; or either ([UDPAuto]). A relay address of 0.0.0.0 or :: in the
 // proxy's reply stands for the proxy's own IP.
 //
@@ -228,7 +229,7 @@ func (d *Dialer) listenPacket(ctx context.Context, network, address string) (*Pa
 	default:
 		return nil, opErr(CmdUDPAssociate, net.UnknownNetworkError(network))
 	}
-	forwarded := d.Forward != nil && d.Forward != proxy.Direct
+	forwarded := !isDirect(d.Forward)
 	switch d.UDP {
 	case UDPAssociate:
 		if forwarded {
@@ -253,6 +254,16 @@ func (d *Dialer) listenPacket(ctx context.Context, network, address string) (*Pa
 		return p, err
 	}
 	return nil, opErr(CmdUDPAssociate, fmt.Errorf("socksbind: unknown UDP mode %v", d.UDP))
+}
+
+// isDirect reports whether f reaches the proxy straight from this host: nil,
+// proxy.Direct or a *net.Dialer. Any other forward dialer may be a hop that
+// UDP ASSOCIATE would go around.
+func isDirect(f proxy.Dialer) bool {
+	if _, ok := f.(*net.Dialer); ok || f == nil {
+		return true
+	}
+	return f == proxy.Direct
 }
 
 // localAddrOf is a local address as a net.Addr for an error, nil when

@@ -307,6 +307,16 @@ func TestUDPThroughForward(t *testing.T) {
 		assert.Equal(t, "socks udp associate", op.Op)
 		assert.Empty(t, srv.Requests(), "nothing reached the proxy")
 	})
+	t.Run("a net.Dialer is direct", func(t *testing.T) {
+		d := newDialer(t, srv)
+		d.Forward = &net.Dialer{}
+		pc, err := d.ListenPacket(context.Background(), "udp", "")
+		require.NoError(t, err)
+		defer pc.Close()
+		assert.Equal(t, socksbind.UDPAssociate, pc.(*socksbind.PacketConn).Mode())
+		got, _ := echoOnce(t, pc, echo, []byte("direct"))
+		assert.Equal(t, "direct", string(got))
+	})
 	for _, mode := range []socksbind.UDPMode{socksbind.UDPTunnel, socksbind.UDPAuto} {
 		t.Run(mode.String(), func(t *testing.T) {
 			d := newDialer(t, srv)
