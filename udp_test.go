@@ -641,3 +641,42 @@ func TestUDPTunOverflow(t *testing.T) {
 	}
 	t.Logf("%d queued; drops %+v", queued, pc.Dropped())
 }
+
+// With ResolveLocally, a destination's name is resolved here and the proxy
+// gets an IP; without, the proxy gets the name. The proxy's hosts table and
+// the local resolver disagree on purpose, so the reply's source says which
+// resolved it.
+func TestUDPResolveLocally(t *testing.T) {
+	leakcheck.Check(t)
+	// One port on two IPs: what the local resolver says, and what the
+	// proxy says.
+	local := udptest.Echo(t, "udp4", "127.0.0.1:0")
+	remote := udptest.Echo(t, "udp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), local.Port()).String())
+	dns := dnsserver.Start(t, map[string][]netip.Addr{"echo.test": {local.Addr()}})
+	srv := udpProxy(t, func(s *socks5test.Server) {
+		s.Hosts = map[string]netip.Addr{"echo.test": remote.Addr()}
+	})
+	name := hostPortAddr(net.JoinHostPort("echo.test", strconv.Itoa(int(local.Port()))))
+	for _, tt := range []struct {
+		locally bool
+		want    netip.AddrPort
+	}{{false, remote}, {true, local}} {
+		for _, mode := range udpModes {
+			d := newDialer(t, srv)
+			d.UDP, d.ResolveLocally = mode, tt.locally
+			d.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				var nd net.Dialer
+				return nd.DialContext(ctx, network, dns.String())
+			}}
+			pc, err := d.ListenPacket(context.Background(), "udp", "")
+			require.NoError(t, err)
+			_, err = pc.WriteTo([]byte("x"), name)
+			require.NoError(t, err)
+			require.NoError(t, pc.SetReadDeadline(time.Now().Add(5*time.Second)))
+			_, from, err := pc.ReadFrom(make([]byte, 10))
+			require.NoError(t, err, "locally %v, %v", tt.locally, mode)
+			assert.Equal(t, tt.want.String(), from.String())
+			pc.Close()
+		}
+	}
+}
