@@ -8,6 +8,7 @@ package socksbind_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -161,18 +162,18 @@ func TestUDPFaultHeaders(t *testing.T) {
 	t.Logf("%d faults; dropped %+v", len(faults), pc.Dropped())
 }
 
-// tunFaults lists faults of a UDP-TUN frame: LEN LEN FRAG ATYP A A A A P P
-// DATA. Each ends the tunnel, with the error it must match.
-func tunFaults() []struct {
+// A tunFault turns a UDP-TUN frame into another; the tunnel must end with
+// an error matching want (nil: it waits for more).
+type tunFault struct {
 	name   string
 	mutate func(frame []byte) []byte
 	want   error
-} {
-	type fault = struct {
-		name   string
-		mutate func(frame []byte) []byte
-		want   error
-	}
+}
+
+// tunFaults lists faults of a UDP-TUN frame: LEN LEN FRAG ATYP A A A A P P
+// DATA.
+func tunFaults() []tunFault {
+	type fault = tunFault
 	fs := []fault{
 		{"length 0", func(f []byte) []byte { f[0], f[1] = 0, 0; return f }, wire.ErrTunFrame},
 		{"length beyond the data, then the proxy is silent", func(f []byte) []byte { f[1]++; return f }, nil},
@@ -201,23 +202,33 @@ func tunFaults() []struct {
 }
 
 func TestUDPFaultTunFrames(t *testing.T) {
+	// One server for every case: its hook applies the fault of the case
+	// that runs.
+	var current atomic.Pointer[tunFault]
+	srv := udpProxy(t, func(s *socks5test.Server) {
+		s.Hooks.Datagram = func(pkt []byte) []socks5test.Datagram {
+			f := current.Load()
+			bad := f.mutate(bytes.Clone(pkt))
+			// A frame cut short is followed by the end.
+			return []socks5test.Datagram{{Bytes: bad, Close: errors.Is(f.want, io.ErrUnexpectedEOF)}}
+		}
+	})
+	echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
 	for _, f := range tunFaults() {
 		t.Run(f.name, func(t *testing.T) {
-			srv := udpProxy(t, func(s *socks5test.Server) {
-				s.Hooks.Datagram = func(pkt []byte) []socks5test.Datagram {
-					bad := f.mutate(bytes.Clone(pkt))
-					// A frame cut short is followed by the end.
-					return []socks5test.Datagram{{Bytes: bad, Close: errors.Is(f.want, io.ErrUnexpectedEOF)}}
-				}
-			})
-			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
-			pc := listenPacket(t, srv, socksbind.UDPTunnel)
+			current.Store(&f)
+			d := newDialer(t, srv)
+			d.UDP = socksbind.UDPTunnel
+			c, err := d.ListenPacket(context.Background(), "udp", "")
+			require.NoError(t, err)
+			defer c.Close()
+			pc := c.(*socksbind.PacketConn)
 			wait := 5 * time.Second
 			if f.want == nil {
 				wait = 100 * time.Millisecond
 			}
 			require.NoError(t, pc.SetReadDeadline(time.Now().Add(wait)))
-			_, err := pc.WriteTo([]byte("0123456789"), net.UDPAddrFromAddrPort(echo))
+			_, err = pc.WriteTo([]byte("0123456789"), net.UDPAddrFromAddrPort(echo))
 			require.NoError(t, err)
 			if f.want == nil {
 				// Nothing comes: the tunnel waits for the rest of the
