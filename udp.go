@@ -366,8 +366,9 @@ func (p *PacketConn) failed(op string, addr net.Addr, err error) error {
 }
 
 // ReadFrom reads a datagram and returns the number of bytes copied to b and
-// the source's address: a [*net.UDPAddr], or an [Addr] with the network
-// "udp" when the proxy names the source by name.
+// the source's address: a [*net.UDPAddr], or, when the proxy names the
+// source by name, a [net.Addr] whose Network is "udp" and whose String is
+// "name:port".
 func (p *PacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, src, err := p.read(b)
 	if err != nil {
