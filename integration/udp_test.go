@@ -521,3 +521,29 @@ func (r *rawTun) ReadFrom(p []byte) (int, net.Addr, error) {
 	_, err = io.ReadFull(r.r, p[:n])
 	return n, nil, err
 }
+
+// TestUDPDanteIPv6 relays over IPv6: Dante listening on ::1, the relay on
+// ::1, an echo server on ::1, and the largest datagram an IPv6 relay takes.
+func TestUDPDanteIPv6(t *testing.T) {
+	leakcheck.Check(t)
+	echo := udptest.Echo(t, "udp6", "[::1]:0")
+	dante := startDante(t, DanteConfig{IPv6: true})
+	d := newDialer(t, dante.Addr6, nil, nil)
+	pc, err := d.ListenPacket(testContext(t), "udp6", "[::1]:0")
+	require.NoError(t, err)
+	defer pc.Close()
+	require.NoError(t, pc.SetReadDeadline(time.Now().Add(testTimeout)))
+	buf := make([]byte, 65536)
+	for _, size := range []int{1, 1000, 65527 - 22} {
+		m := make([]byte, size)
+		fill(m, randomBytes(65527), size)
+		_, err = pc.WriteTo(m, net.UDPAddrFromAddrPort(echo))
+		require.NoError(t, err)
+		n, from, err := pc.ReadFrom(buf)
+		require.NoError(t, err)
+		require.Equal(t, m, buf[:n])
+		assert.Equal(t, echo.String(), from.String())
+	}
+	_, err = pc.WriteTo(make([]byte, 65527-22+1), net.UDPAddrFromAddrPort(echo))
+	require.ErrorIs(t, err, socksbind.ErrDatagramTooLarge, "65,527 bytes with the 22-byte header is the most to an IPv6 relay")
+}
