@@ -97,13 +97,17 @@ var (
 // writes fail with [net.ErrClosed].
 //
 // With [UDPAssociate], datagrams are accepted only from the relay's
-// address; with either mode, a datagram whose header is malformed, whose RSV
-// is not 0 or whose FRAG is not 0 (fragments are not reassembled) is
-// dropped, never delivered, and counted in [PacketConn.Dropped].
+// address, and a datagram whose header is malformed, whose RSV is not 0 or
+// whose FRAG is not 0 (fragments are not reassembled) is dropped, never
+// delivered, and counted in [PacketConn.Dropped]. With [UDPTunnel], a
+// malformed frame ends the association, since the stream cannot be read
+// past it.
 //
 // Deadlines work as on a [*net.UDPConn]: a read or write past its deadline
 // fails with an error matching [os.ErrDeadlineExceeded] whose Timeout
-// method reports true, and the PacketConn stays usable. A ReadFrom buffer
+// method reports true, and the PacketConn stays usable (with UDP-TUN, a
+// write deadline that passes in the middle of a frame ends the
+// association instead, as the proxy could not find the next frame). A ReadFrom buffer
 // shorter than the datagram gets its first bytes, the rest being lost, as
 // on a [*net.UDPConn]. A datagram that cannot be carried whole gets
 // [ErrDatagramTooLarge] and is not sent. It is safe for concurrent use.
