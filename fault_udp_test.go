@@ -7,6 +7,7 @@ package socksbind_test
 // whose stream cannot be read past it, with a typed error.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +25,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/hostile"
+	"github.com/socksbind/socksbind/internal/leakcheck"
 	"github.com/socksbind/socksbind/internal/udptest"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
@@ -244,6 +248,161 @@ func TestUDPFaultTunFrames(t *testing.T) {
 			require.ErrorAs(t, err, &op)
 			_, err = pc.WriteTo([]byte("x"), net.UDPAddrFromAddrPort(echo))
 			require.ErrorIs(t, err, socksbind.ErrAssociationEnded)
+		})
+	}
+}
+
+// The reply to UDP ASSOCIATE and to UDP-TUN, cut at every byte, then
+// closed: a typed error, never a PacketConn. A relay port of 0 is a
+// protocol violation.
+func TestUDPFaultReply(t *testing.T) {
+	var reply atomic.Pointer[[]byte]
+	srv := udpProxy(t, func(s *socks5test.Server) {
+		s.Hooks.Fault = func(stage socks5test.Stage, c net.Conn, _ *socks5test.Request) bool {
+			if stage != socks5test.StageRequest {
+				return false
+			}
+			c.Write(*reply.Load())
+			return true
+		}
+	})
+	full := []byte{5, 0, 0, 1, 127, 0, 0, 1, 0x30, 0x39}
+	for _, mode := range udpModes {
+		for k := range len(full) {
+			cut := full[:k]
+			reply.Store(&cut)
+			d := newDialer(t, srv)
+			d.UDP = mode
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := d.ListenPacket(ctx, "udp", "")
+			cancel()
+			require.ErrorIs(t, err, io.ErrUnexpectedEOF, "%v, reply cut at %d", mode, k)
+			var op *net.OpError
+			require.ErrorAs(t, err, &op)
+		}
+	}
+	zero := []byte{5, 0, 0, 1, 127, 0, 0, 1, 0, 0}
+	reply.Store(&zero)
+	_, err := newDialer(t, srv).ListenPacket(context.Background(), "udp", "")
+	require.ErrorIs(t, err, socksbind.ErrProtocolViolation, "relay port 0")
+}
+
+// A proxy that stops reading the UDP-TUN connection: writes block, and the
+// write deadline ends them with a timeout. A write cut in the middle of a
+// frame ends the association; one that sent nothing leaves it usable. The
+// proxy, once it reads again, finds only whole frames.
+func TestUDPTunStalledProxy(t *testing.T) {
+	leakcheck.Check(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	type result struct {
+		frames int
+		err    error
+	}
+	stalled, resume, done := make(chan struct{}), make(chan struct{}), make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if _, err := wire.ReadGreeting(br); err != nil {
+			done <- result{err: err}
+			return
+		}
+		c.Write([]byte{5, 0})
+		if _, _, err := wire.ReadRequest(br); err != nil {
+			done <- result{err: err}
+			return
+		}
+		c.Write([]byte{5, 0, 0, 1, 0, 0, 0, 0, 0x30, 0x39})
+		close(stalled)
+		<-resume
+		var r result
+		buf := make([]byte, wire.MaxTunData)
+		for {
+			if _, _, err := wire.ReadTunFrame(br, buf); err != nil {
+				if err != io.EOF {
+					r.err = err
+				}
+				done <- r
+				return
+			}
+			r.frames++
+		}
+	}()
+	d := &socksbind.Dialer{ProxyAddress: ln.Addr().String(), UDP: socksbind.UDPTunnel}
+	c, err := d.ListenPacket(context.Background(), "udp", "")
+	require.NoError(t, err)
+	pc := c.(*socksbind.PacketConn)
+	<-stalled
+	to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
+	msg := make([]byte, 60000)
+	sent := 0
+	for {
+		require.NoError(t, pc.SetWriteDeadline(time.Now().Add(50*time.Millisecond)))
+		_, err = pc.WriteTo(msg, to)
+		if err != nil {
+			break
+		}
+		sent++
+		require.Less(t, sent, 10000, "the writes never blocked")
+	}
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	var op *net.OpError
+	require.ErrorAs(t, err, &op)
+	_, err = pc.WriteTo([]byte("next"), to)
+	cut := errors.Is(err, socksbind.ErrAssociationEnded)
+	if !cut {
+		require.ErrorIs(t, err, os.ErrDeadlineExceeded, "still blocked, but usable")
+	}
+	close(resume)
+	pc.Close()
+	r := <-done
+	t.Logf("%d frames sent whole before the deadline; cut in a frame: %v; the proxy read %d whole frames, then %v", sent, cut, r.frames, r.err)
+	assert.GreaterOrEqual(t, r.frames, sent)
+	if !cut {
+		assert.NoError(t, r.err, "no frame cut short")
+	}
+}
+
+// The proxy resets the control connection: blocked and later reads and
+// writes fail with an error matching both ErrAssociationEnded and
+// ECONNRESET, within the moment.
+func TestUDPControlReset(t *testing.T) {
+	for _, mode := range udpModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			leakcheck.Check(t)
+			cue := make(chan struct{})
+			srv := hostile.NewServer(hostile.ReadGreeting(), hostile.Write([]byte{5, 0}), hostile.ReadRequest(),
+				hostile.Write([]byte{5, 0, 0, 1, 127, 0, 0, 1, 0x30, 0x39}), hostile.Await(cue), hostile.Reset())
+			defer srv.Close()
+			d := &socksbind.Dialer{ProxyAddress: srv.Addr(), UDP: mode}
+			pc, err := d.ListenPacket(context.Background(), "udp", "")
+			require.NoError(t, err)
+			defer pc.Close()
+			errc := make(chan error, 1)
+			go func() {
+				_, _, err := pc.ReadFrom(make([]byte, 10))
+				errc <- err
+			}()
+			close(cue)
+			select {
+			case err := <-errc:
+				require.ErrorIs(t, err, socksbind.ErrAssociationEnded)
+				require.ErrorIs(t, err, syscall.ECONNRESET)
+				var op *net.OpError
+				require.ErrorAs(t, err, &op)
+				assert.Equal(t, "read", op.Op)
+			case <-time.After(5 * time.Second):
+				t.Fatal("ReadFrom still blocked after the reset")
+			}
+			_, err = pc.WriteTo([]byte("x"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9})
+			require.ErrorIs(t, err, socksbind.ErrAssociationEnded)
+			require.ErrorIs(t, err, syscall.ECONNRESET)
 		})
 	}
 }

@@ -351,9 +351,11 @@ func (p *PacketConn) SetWriteDeadline(t time.Time) error {
 	return p.eng.setWriteDeadline(t)
 }
 
+// opErr is err as the error of op. An *net.OpError of the socket below
+// gives its cause; one deeper in the chain (the control connection's, in an
+// association's end) stays as it is.
 func (p *PacketConn) opErr(op string, addr net.Addr, err error) error {
-	var inner *net.OpError
-	if errors.As(err, &inner) {
+	if inner, ok := err.(*net.OpError); ok {
 		err = inner.Err
 	}
 	return &net.OpError{Op: op, Net: p.network, Source: p.proxy, Addr: addr, Err: err}
