@@ -12,3 +12,11 @@ func SetMuxSilence(t *testing.T, d time.Duration) {
 	muxSilence = d
 	t.Cleanup(func() { muxSilence = old })
 }
+
+// SetMuxBuffers sets the receive buffers of a multiplexed listener's
+// sessions, until the benchmark or test ends.
+func SetMuxBuffers(tb testing.TB, session, stream int) {
+	oldSession, oldStream := muxSessionBuffer, muxStreamBuffer
+	muxSessionBuffer, muxStreamBuffer = session, stream
+	tb.Cleanup(func() { muxSessionBuffer, muxStreamBuffer = oldSession, oldStream })
+}
