@@ -64,7 +64,11 @@ type Dialer struct {
 	Pipeline bool
 
 	mbind int32 // what MultiplexAuto learned of the proxy; atomic
+	bind  int32 // bindAnswered once the proxy answered a BIND; atomic
 }
+
+// bindAnswered, in Dialer.bind, says that the proxy has the BIND command.
+const bindAnswered int32 = 1
 
 // DefaultHandshakeTimeout is the bound of a handshake when
 // [Dialer.HandshakeTimeout] is zero: 30 seconds, the time Dante gives a
@@ -83,12 +87,15 @@ func (d *Dialer) handshakeDeadline(ctx context.Context) (deadline time.Time, own
 func (d *Dialer) handshakeTimeoutError(pipelined bool) error {
 	e := &deadlines.TimeoutError{Limit: d.handshakeTimeout()}
 	if pipelined {
-		// microsocks, for one, drops what follows the greeting and
-		// waits in silence.
-		e.Hint = "it was pipelined: a proxy that cannot take that stays silent; set Dialer.Pipeline to false"
+		e.Hint = pipelineHint
 	}
 	return e
 }
+
+// pipelineHint is said of a pipelined handshake that timed out, whoever's
+// the deadline: microsocks, for one, drops what follows the greeting and
+// waits in silence.
+const pipelineHint = "it was pipelined: a proxy that cannot take that stays silent; set Dialer.Pipeline to false"
 
 func (d *Dialer) handshakeTimeout() time.Duration {
 	if d.HandshakeTimeout == 0 {
