@@ -19,7 +19,9 @@ var (
 )
 
 // A Dialer reaches targets through a SOCKS version 5 proxy. Its fields must
-// not change once it is in use; it is safe for concurrent use.
+// not change once it is in use; it is safe for concurrent use. A nil
+// *Dialer has no proxy: Dial, DialContext and Listen return an error
+// matching [ErrNoProxy].
 type Dialer struct {
 	// ProxyNetwork and ProxyAddress locate the proxy, as for [net.Dial].
 	// An empty ProxyNetwork means "tcp".
@@ -140,6 +142,12 @@ func (d *Dialer) Dial(network, address string) (net.Conn, error) {
 // sentinels of this package, or with a syscall errno), the error of ctx
 // when it ended first, or the error of the connection to the proxy.
 func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	switch {
+	case d == nil:
+		return nil, &net.OpError{Op: "socks connect", Net: network, Addr: netutil.TextAddr(address), Err: errNilDialer}
+	case ctx == nil:
+		return nil, &net.OpError{Op: "socks connect", Net: network, Source: d.proxyAddr(), Addr: netutil.TextAddr(address), Err: errNilContext}
+	}
 	dst, err := d.target(ctx, network, address)
 	if err != nil {
 		return nil, &net.OpError{Op: "socks connect", Net: network, Source: d.proxyAddr(), Addr: netutil.TextAddr(address), Err: err}

@@ -2,6 +2,7 @@ package socksbind
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"syscall"
 
@@ -61,6 +62,13 @@ var (
 	// SOCKS version 5: a wrong version, an unknown address type, a method
 	// that was not offered, or a reply cut short.
 	ErrProtocolViolation = errMalformed
+)
+
+// The errors of a call the API does not allow: a method of a nil *Dialer, a
+// ListenConfig without a Dialer, a nil context.
+var (
+	errNilDialer  = fmt.Errorf("%w: nil Dialer", ErrNoProxy)
+	errNilContext = errors.New("nil context")
 )
 
 // errMalformed is the error every decoding failure of the codec wraps.

@@ -45,6 +45,9 @@ func (d *Dialer) handshake(ctx context.Context, cmd Command, network string, dst
 	if len(auth) == 0 {
 		auth = noAuth
 	}
+	if ctx == nil {
+		return nil, Addr{}, nil, opErr(errNilContext)
+	}
 	if err := validateAuth(auth); err != nil {
 		return nil, Addr{}, nil, opErr(err)
 	}
