@@ -66,7 +66,7 @@ type Dialer struct {
 	Pipeline bool
 
 	mbind int32 // what MultiplexAuto learned of the proxy; atomic
-	bind  int32 // bindAnswered once the proxy answered a BIND; atomic
+	bind  int32 // bindAnswered once the proxy replied to a BIND; atomic
 }
 
 // bindAnswered, in Dialer.bind, says that the proxy has the BIND command.

@@ -81,9 +81,6 @@ func (d *Dialer) handshake(ctx context.Context, cmd Command, network string, dst
 		}
 		return nil, Addr{}, nil, opErr(err)
 	}
-	if cmd == CmdBind {
-		atomic.StoreInt32(&d.bind, bindAnswered)
-	}
 	return c, bnd, chosen, nil
 }
 
@@ -250,6 +247,9 @@ func (d *Dialer) firstReply(c net.Conn, buf []byte, cmd Command) (Addr, error) {
 		r = counted
 	}
 	rep, bnd, err := readReply(r, buf)
+	if err == nil && counted != nil {
+		atomic.StoreInt32(&d.bind, bindAnswered)
+	}
 	switch {
 	case err != nil && counted != nil && counted.n == 0 && errors.Is(err, io.ErrUnexpectedEOF):
 		// A close without a reply, from a proxy that has never
