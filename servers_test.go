@@ -74,7 +74,8 @@ func torPipelined(requests *commandLog) []hostile.Step {
 		hostile.Write([]byte{5, 7, 0, 1, 0, 0, 0, 0, 0, 0}), hostile.Cut()}
 }
 
-func listenTimeout(t *testing.T) context.Context {
+// testContext bounds an operation of a test by 10 s.
+func testContext(t *testing.T) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
@@ -93,7 +94,7 @@ func TestSSHDashDBind(t *testing.T) {
 				srv := scriptedProxy(t, sshDashD(&requests)...)
 				d := &socksbind.Dialer{ProxyAddress: srv.Addr(), Pipeline: pipeline}
 				lc := socksbind.ListenConfig{Dialer: d, Multiplex: mux}
-				ln, err := lc.Listen(listenTimeout(t), "tcp", ":0")
+				ln, err := lc.Listen(testContext(t), "tcp", ":0")
 				if ln != nil {
 					ln.Close()
 				}
@@ -162,7 +163,7 @@ func TestTorPipelined(t *testing.T) {
 				srv := scriptedProxy(t, torPipelined(&requests)...)
 				d := &socksbind.Dialer{ProxyAddress: srv.Addr(), Pipeline: true}
 				lc := socksbind.ListenConfig{Dialer: d, Multiplex: cmd}
-				_, err := lc.Listen(listenTimeout(t), "tcp", ":0")
+				_, err := lc.Listen(testContext(t), "tcp", ":0")
 				require.Error(t, err)
 				var re *socksbind.ReplyError
 				require.ErrorAs(t, err, &re, "%v", err)
@@ -179,7 +180,7 @@ func TestTorPipelined(t *testing.T) {
 		require.NoError(t, err)
 		pd, err := proxyext.FromURL(u, nil)
 		require.NoError(t, err)
-		_, err = pd.(proxyext.ListenDialer).Listen(listenTimeout(t), "tcp", ":0")
+		_, err = pd.(proxyext.ListenDialer).Listen(testContext(t), "tcp", ":0")
 		require.Error(t, err)
 		assert.ErrorIs(t, err, socksbind.ErrCommandNotSupported)
 		var op *net.OpError
@@ -198,7 +199,7 @@ func TestPipelineUnofferedMethod(t *testing.T) {
 	// pipelined request instead, and closes.
 	srv := scriptedProxy(t, hostile.ReadGreeting(), hostile.Write([]byte{5, 1}), hostile.ReadRequest(), hostile.Cut())
 	d := &socksbind.Dialer{ProxyAddress: srv.Addr(), Pipeline: true}
-	_, err := d.DialContext(listenTimeout(t), "tcp", "127.0.0.1:9")
+	_, err := d.DialContext(testContext(t), "tcp", "127.0.0.1:9")
 	require.Error(t, err)
 	assert.ErrorIs(t, err, socksbind.ErrProtocolViolation)
 	assert.Contains(t, err.Error(), "proxy chose GSSAPI")
