@@ -117,10 +117,10 @@ func (d *Dialer) Listen(ctx context.Context, network, address string) (*Listener
 //
 // Errors are [*net.OpError] with Op "socks bind"; see [Dialer.DialContext].
 func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (*Listener, error) {
-	d := lc.Dialer
-	if d == nil {
-		return nil, &net.OpError{Op: "socks bind", Net: network, Addr: netutil.TextAddr(address), Err: errors.New("ListenConfig without a Dialer")}
+	if lc == nil || lc.Dialer == nil {
+		return nil, &net.OpError{Op: "socks bind", Net: network, Addr: netutil.TextAddr(address), Err: errNilDialer}
 	}
+	d := lc.Dialer
 	want, err := bindTarget(network, address)
 	if err == nil {
 		err = lc.check()
