@@ -137,8 +137,9 @@ type muxEngine struct {
 	// reports the peers turned away since its last look.
 	news    chan struct{}
 	refused atomic.Int64 // streams closed because the backlog was full
-	badMu   sync.Mutex   // guards bad
-	bad     []error      // streams without a valid header
+	badMu   sync.Mutex   // guards bad and nbad
+	bad     error        // the first stream without a valid header
+	nbad    int          // and how many there were
 }
 
 // startMux sends MBIND under ctx. For MultiplexAuto it reports fallBack
@@ -281,14 +282,18 @@ func (e *muxEngine) reconnect(b *backoff, err error) net.Conn {
 	return nil
 }
 
-// report tells Retrying of the peers turned away since it last looked.
+// report tells Retrying of the peers turned away since it last looked: a
+// stream without a valid header as its own error, a flood of them in one.
 func (e *muxEngine) report() {
 	e.badMu.Lock()
-	bad := e.bad
-	e.bad = nil
+	bad, n := e.bad, e.nbad
+	e.bad, e.nbad = nil, 0
 	e.badMu.Unlock()
-	for _, err := range bad {
-		e.l.turnedAway(err)
+	switch {
+	case n == 1:
+		e.l.turnedAway(bad)
+	case n > 1:
+		e.l.turnedAway(e.err(peerError{fmt.Errorf("%d peers turned away, the first: %w", n, unwrapOp(bad))}))
 	}
 	if n := e.refused.Swap(0); n > 0 {
 		e.l.turnedAway(e.err(peerError{fmt.Errorf("%d peers closed at once: the backlog of %d connections waiting for Accept is full", n, cap(e.out))}))
@@ -327,9 +332,10 @@ func (e *muxEngine) greet(s *muxSession, st *smux.Stream) {
 		st.Close()
 		if err != nil {
 			e.badMu.Lock()
-			if len(e.bad) < 16 { // a flood is one line's worth
-				e.bad = append(e.bad, err)
+			if e.nbad == 0 {
+				e.bad = err
 			}
+			e.nbad++
 			e.badMu.Unlock()
 			e.tell()
 		}

@@ -498,3 +498,66 @@ func TestSetDeadlineCloseRace(t *testing.T) {
 		}
 	}
 }
+
+// A proxy that opens 100,000 streams as fast as it can, without headers
+// or with headers nobody accepts: the listener turns them away, keeps its
+// heap bounded, leaks nothing, and serves afterwards.
+func TestFaultMBINDFlood(t *testing.T) {
+	const streams = 100_000
+	for _, header := range []bool{false, true} {
+		t.Run(map[bool]string{false: "no header", true: "never accepted"}[header], func(t *testing.T) {
+			p := newScriptedMux(t, nil)
+			var log retryLog
+			ln := listenScripted(t, p, socksbind.ListenConfig{Backlog: 1000, Retrying: log.hook})
+			sess := p.session(t)
+			var before runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			for i := range streams {
+				st, err := sess.OpenStream()
+				require.NoError(t, err)
+				if header {
+					_, err = st.Write([]byte{5, 0, 0, 1, 127, 0, 0, 1, byte(i >> 8), byte(i)})
+					require.NoError(t, err)
+				}
+				st.Close()
+			}
+			// Every stream is either held or turned away and reported.
+			turnedAway := func() int {
+				errs, _ := log.snapshot()
+				n := 0
+				for _, err := range errs {
+					if m := regexp.MustCompile(`(\d+) peers (closed at once|turned away)`).FindStringSubmatch(err.Error()); m != nil {
+						k, _ := strconv.Atoi(m[1])
+						n += k
+					} else {
+						n++
+					}
+				}
+				return n
+			}
+			held := 0
+			if header {
+				held = 1000
+			}
+			require.Eventually(t, func() bool { return turnedAway() >= streams-held }, 60*time.Second, 10*time.Millisecond,
+				"turned away %d", turnedAway())
+			var after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+			t.Logf("%d streams: %d reported turned away, heap grew %d KiB", streams, turnedAway(), grown>>10)
+			assert.Less(t, grown, int64(64<<20), "heap growth")
+			assert.Equal(t, streams-held, turnedAway())
+			if header {
+				for range held {
+					c := accept(t, ln)
+					c.Close()
+				}
+			}
+			openPeer(t, sess, 1, true)
+			c := accept(t, ln)
+			assert.Equal(t, "127.0.0.1:1", c.RemoteAddr().String(), "the listener after the flood")
+		})
+	}
+}
