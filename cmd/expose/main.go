@@ -76,7 +76,9 @@ type tunnelError struct {
 	err  error
 }
 
-func (e *tunnelError) Error() string { return e.spec.listen + "=" + e.spec.target + ": " + e.err.Error() }
+func (e *tunnelError) Error() string {
+	return e.spec.listen + "=" + e.spec.target + ": " + e.err.Error()
+}
 func (e *tunnelError) Unwrap() error { return e.err }
 
 // run runs every tunnel of cfg, and the status server when cfg asks for
