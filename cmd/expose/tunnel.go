@@ -197,7 +197,6 @@ func (t *tunnel) finish(open int) {
 // serve relays c to the service, after the PROXY protocol header when
 // asked, and logs the connection when it ends.
 func (t *tunnel) serve(c net.Conn, start time.Time) {
-	defer t.stats.open.Add(-1)
 	defer t.conns.done(c)
 	peer := c.RemoteAddr()
 	d := net.Dialer{Timeout: t.cfg.dialTimeout}
@@ -220,6 +219,7 @@ func (t *tunnel) serve(c net.Conn, start time.Time) {
 	if err != nil && t.force.Err() != nil {
 		err = fmt.Errorf("closed after the grace period of %v", t.cfg.grace)
 	}
+	t.stats.open.Add(-1) // before the line, which tells a reader it has ended
 	t.logConn(peer, up, down, start, err)
 }
 

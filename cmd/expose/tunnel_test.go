@@ -128,6 +128,20 @@ func (l *logLines) count(re *regexp.Regexp) int {
 	return n
 }
 
+// lineOf returns the whole line that begins with prefix.
+func (l *logLines) lineOf(t *testing.T, prefix string) string {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range l.lines {
+		if strings.HasPrefix(line, prefix) {
+			return line
+		}
+	}
+	require.FailNow(t, "no such line", prefix)
+	return ""
+}
+
 func (l *logLines) text() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
