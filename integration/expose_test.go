@@ -250,7 +250,7 @@ type exposeProc struct {
 // startExpose runs the program at bin with args, with env added to an
 // environment without proxy settings. The test's cleanup kills it if it
 // still runs, and logs its output.
-func startExpose(t *testing.T, bin string, env []string, args ...string) *exposeProc {
+func startExpose(t testing.TB, bin string, env []string, args ...string) *exposeProc {
 	t.Helper()
 	p := &exposeProc{cmd: exec.Command(bin, args...), exited: make(chan struct{}), notify: make(chan struct{}, 1)}
 	for _, kv := range os.Environ() {
@@ -316,7 +316,7 @@ func (p *exposeProc) wake() {
 
 // next takes the first line not taken yet that matches re, waiting for it,
 // and returns its submatches.
-func (p *exposeProc) next(t *testing.T, re *regexp.Regexp) []string {
+func (p *exposeProc) next(t testing.TB, re *regexp.Regexp) []string {
 	t.Helper()
 	deadline := time.After(testTimeout)
 	for {
@@ -459,7 +459,7 @@ func (p *exposeProc) exchangeCurrent(t *testing.T, msg string) *net.TCPConn {
 }
 
 // wait waits for the program to exit and returns its exit status.
-func (p *exposeProc) wait(t *testing.T) int {
+func (p *exposeProc) wait(t testing.TB) int {
 	t.Helper()
 	select {
 	case <-p.exited:
