@@ -32,6 +32,13 @@ type tunnelStats struct {
 func (s *tunnelStats) addUp(n int64)   { s.up.Add(uint64(n)) }
 func (s *tunnelStats) addDown(n int64) { s.down.Add(uint64(n)) }
 
+// listening records that the tunnel's first BIND is armed at the proxy:
+// the retries before it re-established nothing.
+func (s *tunnelStats) listening() {
+	s.inTrouble.Store(false)
+	s.ready.Store(true)
+}
+
 // armed records that the tunnel is armed at the proxy again.
 func (s *tunnelStats) armed() {
 	if s.inTrouble.Swap(false) {

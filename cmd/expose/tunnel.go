@@ -107,7 +107,7 @@ func (t *tunnel) listen(ctx context.Context) (*socksbind.Listener, error) {
 		ln, err := lc.Listen(ctx, t.spec.network, t.spec.listen)
 		switch {
 		case err == nil:
-			t.stats.ready.Store(true)
+			t.stats.listening()
 			return ln, nil
 		case ctx.Err() != nil:
 			return nil, nil

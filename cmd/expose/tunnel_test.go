@@ -635,6 +635,9 @@ func TestTroubleLogged(t *testing.T) {
 	assert.Equal(t, strconv.Itoa(failures), m[2], "the line says how many retries there were")
 	assert.Equal(t, 1, r.log.count(regexp.MustCompile(`^level=WARN msg="proxy trouble" .* retry_in=5ms err="socks bind `)), "one line for the trouble")
 	assert.Equal(t, 1, r.log.count(regexp.MustCompile(`trouble`)))
+	assert.Equal(t, uint64(failures), r.stats.retries.Load(), "retries counted for /metrics")
+	assert.Equal(t, uint64(1), r.stats.rearmed.Load(), "armed again after trouble: once")
+	assert.True(t, r.stats.ready.Load())
 
 	got, err = roundTrip(m[1], []byte("second"))
 	require.NoError(t, err)
