@@ -383,7 +383,7 @@ func explain(err error, cfg config, spec tunnelSpec) string {
 	case errors.Is(err, socksbind.ErrNotAllowed):
 		msg += " (the proxy's rules forbid BIND for this client)"
 	case errors.Is(err, socksbind.ErrAddressInUse):
-		msg += fmt.Sprintf(" (port %d is taken at the proxy: another -listen port, or :0 for any)", spec.port)
+		msg += fmt.Sprintf(" (port %d is taken at the proxy: ask for another port, or :0 for any)", spec.port)
 	case errors.Is(err, socksbind.ErrAuthRejected):
 		msg += " (check the user name and password in the proxy URL)"
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"net/netip"
@@ -181,6 +182,18 @@ func TestParseArgsMisconfigured(t *testing.T) {
 		assert.Contains(t, out.String(), "Usage: expose -tunnel LISTEN=TO")
 		assert.Contains(t, out.String(), "-grace duration")
 	})
+}
+
+func TestLogFormats(t *testing.T) {
+	var text, js bytes.Buffer
+	newLogger(&text, false).Info("reachable", "listen", ":8080", "addr", "127.0.0.1:8080")
+	assert.Regexp(t, `^time=\S+ level=INFO msg=reachable listen=:8080 addr=127.0.0.1:8080\n$`, text.String())
+	newLogger(&js, true).Info("reachable", "listen", ":8080", "addr", "127.0.0.1:8080")
+	var rec map[string]any
+	require.NoError(t, json.Unmarshal(js.Bytes(), &rec))
+	assert.Equal(t, "reachable", rec["msg"])
+	assert.Equal(t, ":8080", rec["listen"])
+	assert.Equal(t, "INFO", rec["level"])
 }
 
 func TestExplain(t *testing.T) {
