@@ -154,3 +154,29 @@ func TestStatus(t *testing.T) {
 		assert.Equal(t, 0.0, value("expose_reestablished_total", tt.listen, tt.target), "re-established")
 	}
 }
+
+// TestSpoiledStream checks that a stream the proxy spoiled, which the
+// multiplexed listener reports to Retrying with no wait, leaves the tunnel
+// armed: it is logged, and /ready stays 200.
+func TestSpoiledStream(t *testing.T) {
+	leakcheck.Check(t)
+	srv := startProxy(t, func(s *socks5test.Server) {
+		s.Multiplex = true
+		s.MultiplexNoHeader = true // the peer's bytes come where the reply should
+	})
+	echo := startEcho(t)
+	logs, status := runAll(t, "-proxy", srv.URL, "-status", "127.0.0.1:0", "-tunnel", ":0="+echo)
+	addr := logs.next(t, reachableLine)[2]
+	pollReady(t, status, http.StatusOK)
+	c := dialPeer(t, addr)
+	_, err := c.Write([]byte("not a SOCKS reply"))
+	require.NoError(t, err)
+	logs.next(t, regexp.MustCompile(`^level=WARN msg="proxy trouble" .*MBIND stream reply`))
+	code, body := getReady(t, status)
+	assert.Equal(t, http.StatusOK, code, body)
+	metrics, err := promtest.Scrape("http://" + status + "/metrics")
+	require.NoError(t, err)
+	v, ok := metrics.Value("expose_proxy_retries_total", "listen", ":0", "target", echo)
+	require.True(t, ok)
+	assert.Zero(t, v, "a lost peer is no retry")
+}

@@ -278,9 +278,13 @@ func (t *tunnel) armed(a net.Addr) {
 }
 
 // retrying is the listener's Retrying hook, and is called for the retries
-// of listen as well.
+// of listen as well. A multiplexed listener calls it with no wait for a
+// stream it could not take (the proxy spoiled its header): that peer is
+// lost, but the tunnel stays armed, so it is logged and nothing more.
 func (t *tunnel) retrying(err error, wait time.Duration) {
-	t.stats.retrying()
+	if wait > 0 {
+		t.stats.retrying()
+	}
 	t.troubles.retrying(err, wait)
 }
 
