@@ -49,7 +49,7 @@ const (
 	logTail = 64 << 10
 )
 
-const howToRun = "install dante-server, microsocks, tinyproxy and GOST " +
+const howToRun = "install dante-server, microsocks, tinyproxy, nginx and GOST " +
 	"(sudo bash .ci/install-deps; where it cannot install GOST: " + gostInstall + "), " +
 	"or set " + envRequire + "=require to fail instead of skipping"
 
