@@ -1,3 +1,5 @@
+//go:build unix
+
 package integration
 
 // cmd/expose with what an operator adds: the PROXY protocol to nginx, several

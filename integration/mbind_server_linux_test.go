@@ -32,15 +32,6 @@ func gostMux(version int) GostConfig {
 	return GostConfig{}
 }
 
-// startGostOn starts GOST on a given port, as after a restart.
-func startGostOn(t *testing.T, cfg GostConfig, port int) *Server {
-	t.Helper()
-	requireTools(t, "gost")
-	return start(t, "gost", readiness{socks: true}, func(int) (int, []string) {
-		return port, []string{"-L", gostURL(cfg, port)}
-	})
-}
-
 // get sends one request without keep-alive and reports its status, or the
 // error.
 func get(client *http.Client, url string) (int, error) {
