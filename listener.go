@@ -463,8 +463,15 @@ func (l *Listener) turnedAway(err error) {
 // hook runs f, a hook of the config, unless Close has begun. Only the
 // engine's goroutine calls it, so that Close, which waits for that
 // goroutine, also waits for the hook.
+//
+// Taking mu orders the hook after what the user's goroutines did under it
+// (Addr, Listen's return), as the race detector sees it too: a hook may
+// use a variable that was set to the Listener once Listen returned.
 func (l *Listener) hook(f func()) {
-	if !l.isClosed() {
+	l.mu.Lock()
+	closed := l.isClosed()
+	l.mu.Unlock()
+	if !closed {
 		f()
 	}
 }
