@@ -35,3 +35,7 @@ func (b *backoff) next(now time.Time) (time.Duration, bool) {
 
 // reset starts afresh, after a success.
 func (b *backoff) reset() { *b = backoff{limit: b.limit} }
+
+// restart counts the limit afresh from the next failure, keeping the
+// pace: after a success that may not last.
+func (b *backoff) restart() { b.since = time.Time{} }

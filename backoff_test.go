@@ -36,4 +36,12 @@ func TestBackoff(t *testing.T) {
 	assert.Equal(t, 100*ms, limited.limit, "reset keeps the limit")
 	_, ok = limited.next(t0.Add(time.Hour))
 	assert.True(t, ok, "the limit counts from the first failure after a reset")
+
+	paced := backoff{limit: time.Minute}
+	paced.next(t0)
+	paced.next(t0)
+	paced.restart()
+	w, ok = paced.next(t0.Add(time.Hour))
+	assert.True(t, ok, "the limit counts from the first failure after a restart")
+	assert.Equal(t, 20*ms, w, "restart keeps the pace")
 }

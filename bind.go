@@ -19,7 +19,6 @@ import (
 type bindEngine struct {
 	l     *Listener
 	want  Addr // the BIND request's DST
-	fixed bool // a port was asked for: keep it
 	out   chan net.Conn
 	first *bind // armed by Listen; the goroutine's from then on
 
@@ -43,10 +42,9 @@ type bind struct {
 // startBind sends the first BIND under ctx.
 func startBind(ctx context.Context, l *Listener, want Addr) (*bindEngine, error) {
 	e := &bindEngine{
-		l:     l,
-		want:  want,
-		fixed: want.Port != 0 && want.IP.IsUnspecified(),
-		out:   make(chan net.Conn, 1),
+		l:    l,
+		want: want,
+		out:  make(chan net.Conn, 1),
 	}
 	b, err := e.arm(ctx)
 	if err != nil {
@@ -61,6 +59,7 @@ func (e *bindEngine) conns() chan net.Conn { return e.out }
 
 func (e *bindEngine) run() {
 	l := e.l
+	defer l.drainIfClosed()
 	b := e.first
 	e.first = nil
 	r := backoff{limit: l.cfg.RetryLimit}
@@ -71,7 +70,6 @@ func (e *bindEngine) run() {
 			if c != nil {
 				c.Close()
 			}
-			l.drain() // a connection held after Close's own drain
 			return
 		case err != nil && l.cfg.Once:
 			l.fail(err)
@@ -139,7 +137,7 @@ func (e *bindEngine) rearm(r *backoff) *bind {
 // releases a different port at once.
 func (e *bindEngine) arm(ctx context.Context) (*bind, error) {
 	want := e.want
-	if !e.fixed && want.IP.IsUnspecified() {
+	if !fixedPort(want) && want.IP.IsUnspecified() {
 		// Follow mode asks for the port it had, which keeps the
 		// address when the proxy can.
 		want.Port = e.port
@@ -161,9 +159,8 @@ func (e *bindEngine) arm(ctx context.Context) (*bind, error) {
 		// send it alone, pipelined.
 		e.rearmAuth = chosen
 	}
-	if e.fixed && bnd.Port != e.want.Port {
-		c.Close()
-		return nil, e.err(portTaken(e.want.Port, bnd.Port))
+	if err := e.l.checkPort(CmdBind, c, e.want, bnd.Port); err != nil {
+		return nil, err
 	}
 	e.port = bnd.Port
 	return &bind{c: c, port: bnd.Port, addr: e.l.advertise(c, bnd)}, nil

@@ -404,15 +404,19 @@ func (l *Listener) SetDeadline(t time.Time) error {
 // it. Close is idempotent.
 func (l *Listener) Close() error {
 	l.closeOnce.Do(func() {
-		close(l.closed) // no hook starts from now on
+		l.mu.Lock()
+		close(l.closed) // no hook starts from now on (see hook)
+		l.mu.Unlock()
 		l.cancel()
 		l.deadline.stop()
-		<-l.started
-		if goid.Current() != l.engineID {
-			<-l.done
-		}
-		l.drain()
 	})
+	// Every Close waits, not only the first: a hook's Close and another
+	// goroutine's may run at once.
+	<-l.started
+	if goid.Current() != l.engineID {
+		<-l.done
+		l.drain()
+	}
 	return nil
 }
 
@@ -428,6 +432,15 @@ func (l *Listener) drain() {
 	}
 }
 
+// drainIfClosed is drain for an engine that ends: after a hook's Close,
+// which cannot wait for the engine, what came after its drain is closed
+// here. A listener that failed keeps its connections for Accept.
+func (l *Listener) drainIfClosed() {
+	if l.isClosed() {
+		l.drain()
+	}
+}
+
 func (l *Listener) isClosed() bool { return isDone(l.closed) }
 
 func (l *Listener) opErr(err error) error {
@@ -437,12 +450,17 @@ func (l *Listener) opErr(err error) error {
 // fail makes the listener give up with err, which Accept wraps in an
 // error of its own. Only the engine's goroutine calls it, once.
 func (l *Listener) fail(err error) {
+	l.err = unwrapOp(err)
+	close(l.failed)
+}
+
+// unwrapOp is what an *net.OpError says, without its Op and addresses.
+func unwrapOp(err error) error {
 	var op *net.OpError
 	if errors.As(err, &op) {
-		err = op.Err
+		return op.Err
 	}
-	l.err = err
-	close(l.failed)
+	return err
 }
 
 // armed records addr as the listener's and tells Armed.
@@ -518,10 +536,18 @@ func (l *Listener) cmdErr(cmd Command, want Addr, err error) error {
 	return &net.OpError{Op: "socks " + cmd.String(), Net: l.network, Source: l.cfg.Dialer.proxyAddr(), Addr: netAddr(want), Err: err}
 }
 
-// portTaken is the error of a proxy that bound another port than the
-// fixed one asked for.
-func portTaken(want, got uint16) error {
-	return fmt.Errorf("%w: asked for port %d, got %d", ErrAddressInUse, want, got)
+// fixedPort reports a BIND target that asks for a port the listener must
+// keep: a non-zero port with any peer.
+func fixedPort(want Addr) bool { return want.Port != 0 && want.IP.IsUnspecified() }
+
+// checkPort fails a request the proxy answered with another port than the
+// fixed one wanted, and closes its connection c.
+func (l *Listener) checkPort(cmd Command, c net.Conn, want Addr, got uint16) error {
+	if !fixedPort(want) || got == want.Port {
+		return nil
+	}
+	c.Close()
+	return l.cmdErr(cmd, want, fmt.Errorf("%w: asked for port %d, got %d", ErrAddressInUse, want.Port, got))
 }
 
 // advertise is the address peers should use for what the proxy bound.

@@ -38,10 +38,13 @@ const (
 	//
 	// The listener keeps taking streams whatever Accept does: each
 	// stream's header (the SOCKS5 reply naming its peer) is read on a
-	// goroutine of its own within [Dialer.HandshakeTimeout], and ready
+	// goroutine of its own within [Dialer.HandshakeTimeout], with at most
+	// 1024 (or the backlog, if larger) waiting for theirs, and ready
 	// streams wait in a backlog ([ListenConfig.Backlog]); a stream beyond
-	// it is closed at once. A session that ends (the proxy restarted,
-	// reset, or silent for 30 s) is asked for again for the same address,
+	// either is closed at once. A session that ends (the proxy restarted,
+	// reset, or sent nothing for 30 s while the listener waited for it;
+	// a session that stops reading because the application does not read
+	// is not silent) is asked for again for the same address,
 	// with the listener's backoff, as a standard BIND is re-armed; Accept
 	// blocks meanwhile, [ListenConfig.Retrying] is told why and
 	// [ListenConfig.Armed] when the session is back. The streams of a lost
@@ -95,6 +98,10 @@ const (
 	// muxReadBuffer is the buffer under a session's reads: smux reads
 	// each frame's header and body apart.
 	muxReadBuffer = 64 << 10
+	// maxGreeting is how many streams may wait for their header at
+	// once, at least: Linux's default tcp_max_syn_backlog for its queue
+	// of half-open connections. The backlog raises it.
+	maxGreeting = 1024
 	// smuxNOP is smux's keep-alive command.
 	smuxNOP = 3
 	// muxProven is how long a session must have lived for its loss to
@@ -124,19 +131,24 @@ func muxConfig(version int) *smux.Config {
 }
 
 // muxEngine owns the sessions of a multiplexed listener: one at a time,
-// asked for again when lost.
+// asked for again when lost. Its goroutine (run) owns the session, its
+// watchdog, the backoff and the reports to the hooks; the session's
+// accepting goroutine and a greet goroutine per stream feed it.
 type muxEngine struct {
-	l     *Listener
-	want  Addr // the MBIND request's DST; its port is the bound one once known
-	fixed bool // a port was asked for: keep it
-	out   chan net.Conn
+	l    *Listener
+	want Addr // the MBIND request's DST; its port is the bound one once known
+	out  chan net.Conn
+	// greeting bounds the streams whose header is still awaited, as a
+	// kernel bounds its queue of half-open connections.
+	greeting chan struct{}
 
 	first net.Conn // the control connection Listen opened; run's from then on
 
-	// What the stream goroutines tell run: news wakes it, and it
-	// reports the peers turned away since its last look.
+	// What the other goroutines tell run: news wakes it, and it reports
+	// the peers turned away since its last look.
 	news    chan struct{}
-	refused atomic.Int64 // streams closed because the backlog was full
+	full    atomic.Int64 // streams closed because the backlog was full
+	crowded atomic.Int64 // streams closed because too many headers were awaited
 	badMu   sync.Mutex   // guards bad and nbad
 	bad     error        // the first stream without a valid header
 	nbad    int          // and how many there were
@@ -155,11 +167,11 @@ func startMux(ctx context.Context, l *Listener, want Addr) (e *muxEngine, fallBa
 		backlog = defaultBacklog
 	}
 	e = &muxEngine{
-		l:     l,
-		want:  want,
-		fixed: want.Port != 0 && want.IP.IsUnspecified(),
-		out:   make(chan net.Conn, backlog),
-		news:  make(chan struct{}, 1),
+		l:        l,
+		want:     want,
+		out:      make(chan net.Conn, backlog),
+		greeting: make(chan struct{}, max(backlog, maxGreeting)),
+		news:     make(chan struct{}, 1),
 	}
 	c, bnd, err := d.open(ctx, CmdMultiplexBind, l.network, want)
 	if err != nil {
@@ -189,9 +201,8 @@ func startMux(ctx context.Context, l *Listener, want Addr) (e *muxEngine, fallBa
 // bound checks the address the proxy bound for a session, and returns the
 // one the listener advertises for it.
 func (e *muxEngine) bound(c net.Conn, bnd Addr) (Addr, error) {
-	if e.fixed && bnd.Port != e.want.Port {
-		c.Close()
-		return Addr{}, e.err(portTaken(e.want.Port, bnd.Port))
+	if err := e.l.checkPort(CmdMultiplexBind, c, e.want, bnd.Port); err != nil {
+		return Addr{}, err
 	}
 	e.want.Port = bnd.Port // a lost session asks for the same address
 	return e.l.advertise(c, bnd), nil
@@ -204,14 +215,6 @@ func noMBIND(err error) bool {
 	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, ErrCommandNotSupported)
 }
 
-func unwrapOp(err error) error {
-	var op *net.OpError
-	if errors.As(err, &op) {
-		return op.Err
-	}
-	return err
-}
-
 func (e *muxEngine) conns() chan net.Conn { return e.out }
 
 // err is err as the error of an MBIND request.
@@ -219,6 +222,7 @@ func (e *muxEngine) err(err error) error { return e.l.cmdErr(CmdMultiplexBind, e
 
 func (e *muxEngine) run() {
 	l := e.l
+	defer l.drainIfClosed()
 	c := e.first
 	e.first = nil
 	b := backoff{limit: l.cfg.RetryLimit}
@@ -226,11 +230,10 @@ func (e *muxEngine) run() {
 		up := time.Now()
 		err := e.serve(c)
 		if err == nil { // closed
-			l.drain()
 			return
 		}
 		if time.Since(up) >= muxProven {
-			b.reset()
+			b.reset() // the pace starts afresh after a session that lasted
 		}
 		c = e.reconnect(&b, err)
 	}
@@ -240,17 +243,39 @@ func (e *muxEngine) run() {
 // the listener was closed.
 func (e *muxEngine) serve(c net.Conn) error {
 	s := newMuxSession(e, c)
+	dog := time.NewTimer(muxSilence)
+	defer dog.Stop()
 	for {
 		select {
 		case <-s.ended:
 			s.close(nil)
+			e.purge()
 			e.report()
 			return e.err(s.cause())
 		case <-e.news:
 			e.report()
+		case <-dog.C:
+			if left := muxSilence - s.c.waitedFor(); left > 0 {
+				dog.Reset(left)
+				continue
+			}
+			s.close(&silenceError{silent: s.c.waitedFor()})
 		case <-e.l.closed:
 			s.close(net.ErrClosed)
 			return nil
+		}
+	}
+}
+
+// purge closes the streams of a lost session that wait for Accept: their
+// peers are gone with it.
+func (e *muxEngine) purge() {
+	for {
+		select {
+		case c := <-e.out:
+			c.Close()
+		default:
+			return
 		}
 	}
 }
@@ -264,20 +289,20 @@ func (e *muxEngine) reconnect(b *backoff, err error) net.Conn {
 		var c net.Conn
 		var bnd Addr
 		c, bnd, err = l.cfg.Dialer.open(l.life, CmdMultiplexBind, l.network, e.want)
-		if l.isClosed() {
-			if c != nil {
-				c.Close()
-			}
-			return nil
-		}
 		if err != nil {
 			continue
 		}
 		var addr Addr
-		if addr, err = e.bound(c, bnd); err == nil {
-			l.armed(addr)
-			return c
+		if addr, err = e.bound(c, bnd); err != nil {
+			continue
 		}
+		b.restart() // RetryLimit counts from this session's end
+		l.armed(addr)
+		if l.isClosed() {
+			c.Close()
+			return nil
+		}
+		return c
 	}
 	return nil
 }
@@ -295,8 +320,11 @@ func (e *muxEngine) report() {
 	case n > 1:
 		e.l.turnedAway(e.err(peerError{fmt.Errorf("%d peers turned away, the first: %w", n, unwrapOp(bad))}))
 	}
-	if n := e.refused.Swap(0); n > 0 {
+	if n := e.full.Swap(0); n > 0 {
 		e.l.turnedAway(e.err(peerError{fmt.Errorf("%d peers closed at once: the backlog of %d connections waiting for Accept is full", n, cap(e.out))}))
+	}
+	if n := e.crowded.Swap(0); n > 0 {
+		e.l.turnedAway(e.err(peerError{fmt.Errorf("%d peers closed at once: %d streams are already waiting for their header", n, cap(e.greeting))}))
 	}
 }
 
@@ -309,9 +337,11 @@ func (e *muxEngine) tell() {
 }
 
 // greet reads the SOCKS reply that begins st, naming its peer, within the
-// handshake timeout, and queues the stream for Accept, or closes it.
+// handshake timeout, and queues the stream for Accept, or closes it. It
+// holds a place in e.greeting, which it gives back.
 func (e *muxEngine) greet(s *muxSession, st *smux.Stream) {
 	defer s.wg.Done()
+	defer func() { <-e.greeting }()
 	limit := e.l.cfg.Dialer.handshakeTimeout()
 	if limit > 0 {
 		st.SetReadDeadline(time.Now().Add(limit))
@@ -346,7 +376,7 @@ func (e *muxEngine) greet(s *muxSession, st *smux.Stream) {
 	case e.out <- c:
 	default:
 		st.Close()
-		e.refused.Add(1)
+		e.full.Add(1)
 		e.tell()
 	}
 }
@@ -359,21 +389,19 @@ type muxSession struct {
 	addr Addr           // the listener's address for this session
 	wg   sync.WaitGroup // the accepting goroutine and the greets
 
-	ended chan struct{} // closed when the session has ended
+	ended chan struct{} // closed when the accepting goroutine has returned
 	lost  atomic.Pointer[sessionLost]
 
 	mu   sync.Mutex    // guards sess
 	sess *smux.Session // nil until the proxy's first frame gave the version
-	dog  *time.Timer   // the silence watchdog
 }
 
 func newMuxSession(e *muxEngine, c net.Conn) *muxSession {
 	s := &muxSession{
-		c:     newMuxTransport(c),
 		addr:  e.l.address(),
 		ended: make(chan struct{}),
 	}
-	s.dog = time.AfterFunc(muxSilence, s.watch)
+	s.c = newMuxTransport(c, s)
 	s.wg.Add(1)
 	go s.accept(e)
 	return s
@@ -410,32 +438,30 @@ func (s *muxSession) accept(e *muxEngine) {
 			s.lose(err)
 			return
 		}
-		s.wg.Add(1)
-		go e.greet(s, st)
+		select {
+		case e.greeting <- struct{}{}:
+			s.wg.Add(1)
+			go e.greet(s, st)
+		default:
+			st.Close()
+			e.crowded.Add(1)
+			e.tell()
+		}
 	}
 }
 
-// watch is the silence watchdog: it ends the session once the proxy has
-// sent nothing for muxSilence.
-func (s *muxSession) watch() {
-	if s.cause() != nil {
-		return // ended: nothing to watch
+// lose records why the session ended, the first time, and returns the
+// loss.
+func (s *muxSession) lose(err error) *sessionLost {
+	var sl *sessionLost
+	if errors.As(err, &sl) {
+		err = sl.err
 	}
-	silent := s.c.silentFor()
-	if silent < muxSilence {
-		s.dog.Reset(muxSilence - silent)
-		return
-	}
-	s.lose(&silenceError{silent: silent})
-	s.end()
-}
-
-// lose records why the session ended, the first time.
-func (s *muxSession) lose(err error) {
 	if err == nil {
 		err = io.ErrClosedPipe
 	}
 	s.lost.CompareAndSwap(nil, &sessionLost{err: err})
+	return s.lost.Load()
 }
 
 // cause is why the session ended, or nil while it lives.
@@ -446,22 +472,16 @@ func (s *muxSession) cause() error {
 	return nil
 }
 
-// end closes the session and its control connection.
-func (s *muxSession) end() {
+// close ends the session for why (nil: it ended on its own), closing its
+// control connection, and waits for its goroutines.
+func (s *muxSession) close(why error) {
+	s.lose(why)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.sess != nil {
 		s.sess.Close()
 	}
 	s.c.Close()
-}
-
-// close ends the session for why (nil: it ended on its own) and waits for
-// its goroutines.
-func (s *muxSession) close(why error) {
-	s.lose(why)
-	s.dog.Stop()
-	s.end()
+	s.mu.Unlock()
 	s.wg.Wait()
 }
 
@@ -478,8 +498,8 @@ func (e *sessionLost) Error() string {
 func (e *sessionLost) Unwrap() error { return e.err }
 func (e *sessionLost) Timeout() bool { return isTimeout(e.err) }
 
-// A silenceError is a proxy that sent nothing, not even a keep-alive, for
-// too long.
+// A silenceError is a proxy that sent nothing, not even a keep-alive, while
+// the listener waited for it.
 type silenceError struct{ silent time.Duration }
 
 func (e *silenceError) Error() string {
@@ -488,8 +508,9 @@ func (e *silenceError) Error() string {
 func (e *silenceError) Unwrap() error { return os.ErrDeadlineExceeded }
 func (e *silenceError) Timeout() bool { return true }
 
-// muxStream is a stream of a session: its errors after the session's end
-// say why the session ended.
+// muxStream is a stream of a session: its errors say why the session
+// ended, and its timeouts match os.ErrDeadlineExceeded as a TCP
+// connection's do.
 type muxStream struct {
 	*smux.Stream
 	s *muxSession
@@ -511,46 +532,58 @@ func (m *muxStream) WriteTo(w io.Writer) (int64, error) {
 }
 
 func (m *muxStream) fail(op string, err error) error {
-	if err == nil || err == io.EOF || isTimeout(err) {
+	if err == nil || err == io.EOF {
 		return err
 	}
-	if cause := m.s.cause(); cause != nil {
-		return &net.OpError{Op: op, Net: "tcp", Source: m.LocalAddr(), Addr: m.RemoteAddr(), Err: cause}
+	if err == smux.ErrTimeout {
+		err = os.ErrDeadlineExceeded
+	} else if cause := m.s.cause(); cause != nil {
+		err = cause
 	}
-	return err
+	return &net.OpError{Op: op, Net: "tcp", Source: m.LocalAddr(), Addr: m.RemoteAddr(), Err: err}
 }
 
 // muxTransport is the control connection under a session: reads go
-// through a buffer (smux reads each frame's header and body apart), and
-// the time of the last read from the connection is kept for the watchdog.
+// through a buffer (smux reads each frame's header and body apart); a read
+// of the connection that fails ends the session with why, so that smux
+// hands that to every stream; and the start of a read still waiting is
+// kept for the watchdog, which so tells a silent proxy from a session
+// that has stopped reading because the application does not.
 type muxTransport struct {
 	net.Conn
-	r        *bufio.Reader
-	lastRead atomic.Int64 // unix nanoseconds
+	s       *muxSession
+	r       *bufio.Reader
+	waiting atomic.Int64 // unix nanoseconds since a read of Conn waits; 0 when none
 }
 
-func newMuxTransport(c net.Conn) *muxTransport {
-	t := &muxTransport{Conn: c}
-	t.r = bufio.NewReaderSize(timedReader{t}, muxReadBuffer)
-	t.lastRead.Store(time.Now().UnixNano())
+func newMuxTransport(c net.Conn, s *muxSession) *muxTransport {
+	t := &muxTransport{Conn: c, s: s}
+	t.r = bufio.NewReaderSize(connReader{t}, muxReadBuffer)
 	return t
 }
 
 func (t *muxTransport) Read(b []byte) (int, error) { return t.r.Read(b) }
 
-func (t *muxTransport) silentFor() time.Duration {
-	return time.Since(time.Unix(0, t.lastRead.Load()))
+// waitedFor is how long a read of the connection has waited, if one does.
+func (t *muxTransport) waitedFor() time.Duration {
+	since := t.waiting.Load()
+	if since == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, since))
 }
 
-// timedReader reads the connection under the buffer, noting when.
-type timedReader struct{ t *muxTransport }
+// connReader reads the connection under the buffer.
+type connReader struct{ t *muxTransport }
 
-func (r timedReader) Read(b []byte) (int, error) {
+func (r connReader) Read(b []byte) (int, error) {
+	r.t.waiting.Store(time.Now().UnixNano())
 	n, err := r.t.Conn.Read(b)
-	if n > 0 {
-		r.t.lastRead.Store(time.Now().UnixNano())
+	r.t.waiting.Store(0)
+	if err != nil {
+		return n, r.t.s.lose(err)
 	}
-	return n, err
+	return n, nil
 }
 
 // version waits for the proxy's first frame and returns its smux version.
@@ -562,5 +595,5 @@ func (t *muxTransport) version() (int, error) {
 	if v := int(b[0]); v == 1 || v == 2 {
 		return v, nil
 	}
-	return 0, fmt.Errorf("the proxy's first frame has version %d, not smux 1 or 2", b[0])
+	return 0, fmt.Errorf("%w: the proxy's first frame has version %d, not smux 1 or 2", ErrProtocolViolation, b[0])
 }

@@ -508,6 +508,9 @@ func TestFaultMBINDFlood(t *testing.T) {
 	const streams = 100_000
 	for _, header := range []bool{false, true} {
 		t.Run(map[bool]string{false: "no header", true: "never accepted"}[header], func(t *testing.T) {
+			if testing.Short() {
+				t.Skip("100,000 streams")
+			}
 			p := newScriptedMux(t, nil)
 			var log retryLog
 			ln := listenScripted(t, p, socksbind.ListenConfig{Backlog: 1000, Retrying: log.hook})
@@ -562,4 +565,162 @@ func TestFaultMBINDFlood(t *testing.T) {
 			assert.Equal(t, "127.0.0.1:1", c.RemoteAddr().String(), "the listener after the flood")
 		})
 	}
+}
+
+// Close from a hook while another goroutine's Close waits for that hook:
+// both return.
+func TestHookCloseWhileClosing(t *testing.T) {
+	srv := newProxy(t, nil)
+	entered, closing := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	var ln *socksbind.Listener
+	hookDone := make(chan struct{})
+	ln = listen(t, srv, socksbind.ListenConfig{Armed: func(net.Addr) {
+		once.Do(func() {
+			defer close(hookDone)
+			close(entered)
+			<-closing
+			waitClosing(t)
+			ln.Close()
+		})
+	}}, ":0")
+	dialPeer(t, ln.Addr())
+	if c, err := ln.Accept(); err == nil {
+		c.Close()
+	}
+	<-entered
+	closed := make(chan struct{})
+	go func() {
+		close(closing)
+		ln.Close()
+		close(closed)
+	}()
+	for _, ch := range []chan struct{}{hookDone, closed} {
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Close from a hook and Close from another goroutine deadlocked")
+		}
+	}
+}
+
+// waitClosing waits until a goroutine is inside Listener.Close.
+func waitClosing(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool { return strings.Contains(goroutines(), "socksbind.(*Listener).Close(") }, 5*time.Second, time.Millisecond)
+}
+
+// A stream of a session the proxy ends cleanly (a FIN on the control
+// connection) fails: it does not read as a complete stream.
+func TestMultiplexStreamOfLostSession(t *testing.T) {
+	p := newScriptedMux(t, nil)
+	ln := listenScripted(t, p, socksbind.ListenConfig{})
+	sess := p.session(t)
+	st := openPeer(t, sess, 1000, true)
+	_, err := st.Write([]byte("partial upload"))
+	require.NoError(t, err)
+	c := accept(t, ln)
+	buf := make([]byte, len("partial upload"))
+	_, err = io.ReadFull(c, buf)
+	require.NoError(t, err)
+	openPeer(t, sess, 1001, true) // held in the backlog when the session ends
+	time.Sleep(100 * time.Millisecond)
+	sess.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.ReadAll(c)
+	require.Error(t, err, "the stream of a lost session read as complete")
+	assert.Contains(t, err.Error(), "MBIND session lost")
+	assert.False(t, isTimeout(err), "%v", err)
+
+	sess = p.session(t) // asked for again
+	openPeer(t, sess, 1002, true)
+	c = accept(t, ln)
+	assert.Equal(t, "127.0.0.1:1002", c.RemoteAddr().String(), "a stream of the lost session was handed to Accept")
+}
+
+// A stream's deadline gives an error that matches os.ErrDeadlineExceeded,
+// as a TCP connection's does.
+func TestMultiplexStreamDeadlineError(t *testing.T) {
+	srv := muxProxy(t, nil)
+	ln := listen(t, srv, socksbind.ListenConfig{Multiplex: socksbind.MultiplexOn}, ":0")
+	dialPeer(t, ln.Addr())
+	c := accept(t, ln)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Millisecond)))
+	_, err := c.Read(make([]byte, 1))
+	assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	assert.True(t, isTimeout(err))
+}
+
+// A session that stopped reading because the application does not read
+// (smux's buffer is full) is not a silent proxy.
+func TestMultiplexFullBufferIsNotSilence(t *testing.T) {
+	socksbind.SetMuxSilence(t, 300*time.Millisecond)
+	socksbind.SetMuxBuffers(t, 64<<10, 64<<10)
+	p := newScriptedMux(t, func(int) *smux.Config {
+		cfg := socks5test.MultiplexConfig()
+		cfg.KeepAliveInterval = 50 * time.Millisecond
+		return cfg
+	})
+	var log retryLog
+	ln := listenScripted(t, p, socksbind.ListenConfig{Retrying: log.hook})
+	sess := p.session(t)
+	st := openPeer(t, sess, 1000, true)
+	accept(t, ln) // never read
+	go st.Write(make([]byte, 1<<20))
+	time.Sleep(time.Second) // three times the silence allowed
+	errs, _ := log.snapshot()
+	assert.Empty(t, errs, "a full buffer was taken for a silent proxy")
+}
+
+// A session that came back and worked starts RetryLimit afresh.
+func TestMultiplexRetryLimitAfterRecovery(t *testing.T) {
+	p := newScriptedMux(t, nil)
+	var log retryLog
+	ln := listenScripted(t, p, socksbind.ListenConfig{RetryLimit: 500 * time.Millisecond, Retrying: log.hook})
+	sess := p.session(t)
+	sess.Close()
+	sess = p.session(t)
+	openPeer(t, sess, 1000, true)
+	accept(t, ln)
+	time.Sleep(700 * time.Millisecond) // past RetryLimit since the first loss
+	sess.Close()
+	sess = p.session(t)
+	openPeer(t, sess, 1001, true)
+	c := accept(t, ln)
+	assert.Equal(t, "127.0.0.1:1001", c.RemoteAddr().String())
+	assert.Equal(t, 2, log.len(), "two losses told")
+}
+
+// Streams that open and never send their header: a bounded number wait
+// for it, the rest are closed at once and reported.
+func TestFaultMBINDHeadersNeverCome(t *testing.T) {
+	p := newScriptedMux(t, nil)
+	var log retryLog
+	ln := listenScripted(t, p, socksbind.ListenConfig{Backlog: 100, Retrying: log.hook})
+	sess := p.session(t)
+	const streams = 3000
+	for range streams {
+		st, err := sess.OpenStream()
+		require.NoError(t, err)
+		defer st.Close()
+	}
+	waiting := 0
+	crowded := func() int {
+		errs, _ := log.snapshot()
+		n := 0
+		for _, err := range errs {
+			if m := regexp.MustCompile(`(\d+) peers closed at once: (\d+) streams are already waiting`).FindStringSubmatch(err.Error()); m != nil {
+				k, _ := strconv.Atoi(m[1])
+				n += k
+				waiting, _ = strconv.Atoi(m[2])
+			}
+		}
+		return n
+	}
+	require.Eventually(t, func() bool { return waiting > 0 && crowded() == streams-waiting }, 30*time.Second, 10*time.Millisecond,
+		"crowded %d", crowded())
+	assert.LessOrEqual(t, strings.Count(goroutines(), "(*muxEngine).greet("), waiting)
+	t.Logf("%d streams without a header: %d wait for it, %d closed at once", streams, waiting, crowded())
+	openPeer(t, sess, 1, true)
+	_ = ln
 }
