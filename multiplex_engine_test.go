@@ -328,27 +328,6 @@ func TestMultiplexSessionRestored(t *testing.T) {
 	assert.Contains(t, errs[0].Error(), "MBIND session lost")
 }
 
-// A session that stays lost for longer than RetryLimit makes Accept
-// return a permanent error.
-func TestMultiplexSessionRetryLimit(t *testing.T) {
-	srv := muxProxy(t, nil)
-	ln := listen(t, srv, socksbind.ListenConfig{Multiplex: socksbind.MultiplexOn, RetryLimit: 300 * time.Millisecond}, ":0")
-	errc := make(chan error, 1)
-	go func() { _, err := ln.Accept(); errc <- err }()
-	srv.Close()
-	var err error
-	select {
-	case err = <-errc:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Accept still blocked after the retry limit")
-	}
-	var ne net.Error
-	require.ErrorAs(t, err, &ne)
-	assert.False(t, ne.Temporary(), "%v", err) //nolint:staticcheck
-	_, err = ln.Accept()
-	assert.Error(t, err)
-}
-
 // A proxy that goes silent (no keep-alive) is noticed by the listener's
 // own watchdog: the error is a timeout that says how long, and the
 // session is asked for again.

@@ -32,6 +32,14 @@ func gostMux(version int) GostConfig {
 	return GostConfig{}
 }
 
+// newClient is an HTTP client that opens a connection per request, with
+// timeout, closed when the test ends.
+func newClient(t *testing.T, timeout time.Duration) *http.Client {
+	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: timeout}
+}
+
 // get sends one request without keep-alive and reports its status, or the
 // error.
 func get(client *http.Client, url string) (int, error) {
@@ -92,9 +100,7 @@ func TestMBINDGostSlowReader(t *testing.T) {
 			}
 			time.Sleep(500 * time.Millisecond) // let the upload fill every buffer it can
 
-			tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
-			defer tr.CloseIdleConnections()
-			client := &http.Client{Transport: tr, Timeout: time.Second}
+			client := newClient(t, time.Second)
 			answered, slowest := 0, time.Duration(0)
 			var firstErr error
 			for i := range 100 {
@@ -193,9 +199,7 @@ func TestMBINDGostPausedAccept(t *testing.T) {
 			assert.Equal(t, want, answered)
 			assert.Equal(t, peers-want, early)
 			assert.EqualValues(t, peers-want, refused.Load())
-			tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
-			defer tr.CloseIdleConnections()
-			code, err := get(&http.Client{Transport: tr, Timeout: testTimeout}, "http://"+ln.Addr().String()+"/after")
+			code, err := get(newClient(t, testTimeout), "http://"+ln.Addr().String()+"/after")
 			require.NoError(t, err, "the listener after the pause")
 			assert.Equal(t, http.StatusOK, code)
 		})
@@ -244,9 +248,7 @@ func TestMBINDGostKilled(t *testing.T) {
 			go func() {
 				served <- http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 			}()
-			tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
-			defer tr.CloseIdleConnections()
-			client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+			client := newClient(t, 5 * time.Second)
 			code, err := get(client, "http://"+addr+"/")
 			require.NoError(t, err)
 			require.Equal(t, http.StatusOK, code)
@@ -310,9 +312,7 @@ func TestMBINDGostStopped(t *testing.T) {
 
 	require.NoError(t, syscall.Kill(s.pid, syscall.SIGCONT))
 	resumed = true
-	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	client := newClient(t, 5 * time.Second)
 	var code int
 	require.Eventually(t, func() bool {
 		code, err = get(client, "http://"+addr+"/")
