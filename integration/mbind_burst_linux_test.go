@@ -30,7 +30,7 @@ func TestMBINDGostBurst(t *testing.T) {
 			ln := listen(t, d, socksbind.ListenConfig{Multiplex: socksbind.MultiplexOn}, ":0")
 			serveHTTP(t, ln)
 			const peers = 3000
-			client := newClient(t, 60 * time.Second)
+			client := newClient(t, 60*time.Second)
 			var ok atomic.Int64
 			var firstErr sync.Once
 			var wg sync.WaitGroup

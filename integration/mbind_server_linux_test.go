@@ -248,7 +248,7 @@ func TestMBINDGostKilled(t *testing.T) {
 			go func() {
 				served <- http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 			}()
-			client := newClient(t, 5 * time.Second)
+			client := newClient(t, 5*time.Second)
 			code, err := get(client, "http://"+addr+"/")
 			require.NoError(t, err)
 			require.Equal(t, http.StatusOK, code)
@@ -312,7 +312,7 @@ func TestMBINDGostStopped(t *testing.T) {
 
 	require.NoError(t, syscall.Kill(s.pid, syscall.SIGCONT))
 	resumed = true
-	client := newClient(t, 5 * time.Second)
+	client := newClient(t, 5*time.Second)
 	var code int
 	require.Eventually(t, func() bool {
 		code, err = get(client, "http://"+addr+"/")
