@@ -54,12 +54,15 @@ func (d *acceptDeadline) wait() chan struct{} {
 	return d.cancel
 }
 
-// stop releases the timer.
+// stop releases the timer. A stopped timer that has not fired leaves
+// cancel open for good, so it is forgotten: a later set must not wait for
+// it to close cancel.
 func (d *acceptDeadline) stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.timer != nil {
 		d.timer.Stop()
+		d.timer = nil
 	}
 }
 

@@ -19,7 +19,9 @@ var (
 )
 
 // A Dialer reaches targets through a SOCKS version 5 proxy. Its fields must
-// not change once it is in use; it is safe for concurrent use.
+// not change once it is in use; it is safe for concurrent use. A nil
+// *Dialer has no proxy: Dial, DialContext and Listen return an error
+// matching [ErrNoProxy].
 type Dialer struct {
 	// ProxyNetwork and ProxyAddress locate the proxy, as for [net.Dial].
 	// An empty ProxyNetwork means "tcp".
@@ -68,7 +70,11 @@ type Dialer struct {
 	UDP UDPMode
 
 	mbind int32 // what MultiplexAuto learned of the proxy; atomic
+	bind  int32 // bindAnswered once the proxy replied to a BIND; atomic
 }
+
+// bindAnswered, in Dialer.bind, says that the proxy has the BIND command.
+const bindAnswered int32 = 1
 
 // DefaultHandshakeTimeout is the bound of a handshake when
 // [Dialer.HandshakeTimeout] is zero: 30 seconds, the time Dante gives a
@@ -87,12 +93,15 @@ func (d *Dialer) handshakeDeadline(ctx context.Context) (deadline time.Time, own
 func (d *Dialer) handshakeTimeoutError(pipelined bool) error {
 	e := &deadlines.TimeoutError{Limit: d.handshakeTimeout()}
 	if pipelined {
-		// microsocks, for one, drops what follows the greeting and
-		// waits in silence.
-		e.Hint = "it was pipelined: a proxy that cannot take that stays silent; set Dialer.Pipeline to false"
+		e.Hint = pipelineHint
 	}
 	return e
 }
+
+// pipelineHint is said of a pipelined handshake that timed out, whoever's
+// the deadline: microsocks, for one, drops what follows the greeting and
+// waits in silence.
+const pipelineHint = "it was pipelined: a proxy that cannot take that stays silent; set Dialer.Pipeline to false"
 
 func (d *Dialer) handshakeTimeout() time.Duration {
 	if d.HandshakeTimeout == 0 {
@@ -145,6 +154,12 @@ func (d *Dialer) Dial(network, address string) (net.Conn, error) {
 // sentinels of this package, or with a syscall errno), the error of ctx
 // when it ended first, or the error of the connection to the proxy.
 func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	switch {
+	case d == nil:
+		return nil, &net.OpError{Op: "socks connect", Net: network, Addr: netutil.TextAddr(address), Err: errNilDialer}
+	case ctx == nil:
+		return nil, &net.OpError{Op: "socks connect", Net: network, Source: d.proxyAddr(), Addr: netutil.TextAddr(address), Err: errNilContext}
+	}
 	switch network {
 	case "udp", "udp4", "udp6":
 		return d.dialUDP(ctx, network, address)

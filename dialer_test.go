@@ -409,6 +409,71 @@ func TestDialBadArguments(t *testing.T) {
 	}
 }
 
+// misuse calls f, which must return an error and not panic, and returns
+// that error.
+func misuse[C interface {
+	comparable
+	io.Closer
+}](t *testing.T, f func() (C, error)) error {
+	t.Helper()
+	var c, none C
+	var err error
+	require.NotPanics(t, func() { c, err = f() })
+	if c != none {
+		c.Close()
+	}
+	require.Error(t, err)
+	var op *net.OpError
+	assert.ErrorAs(t, err, &op)
+	return err
+}
+
+// A nil *Dialer is no proxy: its methods fail with an error matching
+// ErrNoProxy, and a nil context is an error, not a panic.
+func TestNilDialer(t *testing.T) {
+	var d *socksbind.Dialer
+	var nilCtx context.Context
+	t.Run("Dial", func(t *testing.T) {
+		err := misuse(t, func() (net.Conn, error) { return d.Dial("tcp", "127.0.0.1:9") })
+		assert.ErrorIs(t, err, socksbind.ErrNoProxy)
+	})
+	t.Run("DialContext", func(t *testing.T) {
+		err := misuse(t, func() (net.Conn, error) { return d.DialContext(context.Background(), "tcp", "127.0.0.1:9") })
+		assert.ErrorIs(t, err, socksbind.ErrNoProxy)
+	})
+	live := &socksbind.Dialer{ProxyAddress: newProxy(t, nil).Addr(), ResolveLocally: true}
+	t.Run("DialContext, nil context", func(t *testing.T) {
+		misuse(t, func() (net.Conn, error) { return live.DialContext(nilCtx, "tcp", "127.0.0.1:9") })
+		misuse(t, func() (net.Conn, error) { return live.DialContext(nilCtx, "tcp", "localhost:9") })
+	})
+	t.Run("Listen, nil context", func(t *testing.T) {
+		for _, mux := range []socksbind.Multiplex{socksbind.MultiplexOff, socksbind.MultiplexOn, socksbind.MultiplexAuto} {
+			lc := socksbind.ListenConfig{Dialer: live, Multiplex: mux}
+			misuse(t, func() (*socksbind.Listener, error) { return lc.Listen(nilCtx, "tcp", ":0") })
+		}
+	})
+}
+
+// Listen without a Dialer fails as Dial does: with an error matching
+// ErrNoProxy, whether the Dialer or the ListenConfig is nil.
+func TestNilListenConfig(t *testing.T) {
+	var d *socksbind.Dialer
+	t.Run("nil Dialer", func(t *testing.T) {
+		err := misuse(t, func() (*socksbind.Listener, error) { return d.Listen(context.Background(), "tcp", ":0") })
+		assert.ErrorIs(t, err, socksbind.ErrNoProxy)
+	})
+	t.Run("ListenConfig without a Dialer", func(t *testing.T) {
+		var lc socksbind.ListenConfig
+		err := misuse(t, func() (*socksbind.Listener, error) { return lc.Listen(context.Background(), "tcp", ":0") })
+		assert.ErrorIs(t, err, socksbind.ErrNoProxy)
+	})
+	t.Run("nil ListenConfig", func(t *testing.T) {
+		var lc *socksbind.ListenConfig
+		err := misuse(t, func() (*socksbind.Listener, error) { return lc.Listen(context.Background(), "tcp", ":0") })
+		assert.ErrorIs(t, err, socksbind.ErrNoProxy)
+	})
+}
+
 func itoa(i int) string { return strconv.Itoa(i) }
 
 // TestFailureReplyAddress: Dante puts one of its own ports in a failed

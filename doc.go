@@ -25,6 +25,18 @@
 // with the table of which failure is which. [ListenConfig.Once] gives the
 // classic single-connection BIND.
 //
+// # Serving many peers: GOST's multiplexed BIND
+//
+// With [MultiplexOn] (or [MultiplexAuto]) the listener sends GOST's MBIND
+// once and every peer arrives as a stream of one smux session, at one
+// address, concurrently: what a server needs. The listener then behaves as
+// a kernel listener does: it keeps taking streams whatever Accept does,
+// holds ready ones in a bounded backlog ([ListenConfig.Backlog]) and closes
+// those beyond it at once, speaks the smux version the proxy opens the
+// session with, and asks for the same address again when the session is
+// lost (the proxy restarted, or went silent), with Accept blocking
+// meanwhile. See [MultiplexOn].
+//
 // # UDP
 //
 // [Dialer.ListenPacket] relays datagrams through the proxy as a

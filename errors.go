@@ -2,6 +2,7 @@ package socksbind
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"syscall"
 
@@ -32,6 +33,13 @@ import (
 //	S5_ENOSERV       -      ErrNoProxy
 //
 // Unassigned reply codes (0x09 to 0xFF) match ErrGeneralFailure.
+//
+// A proxy that closes the connection instead of replying to BIND or to
+// GOST's multiplexed BIND, as Dante and OpenSSH's ssh -D do for a command
+// they lack, fails with an error matching ErrCommandNotSupported. For BIND
+// this holds until the proxy has replied to one from the same Dialer;
+// after that such a close is a failure that may pass, which a [Listener]
+// retries.
 var (
 	ErrGeneralFailure      error = &codeError{msg: "general SOCKS server failure"}
 	ErrNotAllowed          error = &codeError{msg: "connection not allowed by ruleset", errno: syscall.EACCES}
@@ -61,6 +69,13 @@ var (
 	// SOCKS version 5: a wrong version, an unknown address type, a method
 	// that was not offered, or a reply cut short.
 	ErrProtocolViolation = errMalformed
+)
+
+// The errors of a call the API does not allow: a method of a nil *Dialer, a
+// ListenConfig without a Dialer, a nil context.
+var (
+	errNilDialer  = fmt.Errorf("%w: nil Dialer", ErrNoProxy)
+	errNilContext = errors.New("nil context")
 )
 
 // errMalformed is the error every decoding failure of the codec wraps.

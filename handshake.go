@@ -1,13 +1,16 @@
 package socksbind
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/socksbind/socksbind/internal/deadlines"
@@ -42,6 +45,9 @@ func (d *Dialer) handshake(ctx context.Context, cmd Command, network string, dst
 	if len(auth) == 0 {
 		auth = noAuth
 	}
+	if ctx == nil {
+		return nil, Addr{}, nil, opErr(errNilContext)
+	}
 	if err := validateAuth(auth); err != nil {
 		return nil, Addr{}, nil, opErr(err)
 	}
@@ -56,21 +62,38 @@ func (d *Dialer) handshake(ctx context.Context, cmd Command, network string, dst
 	w := deadlines.Start(ctx, c, deadline)
 	var bnd Addr
 	var chosen Authenticator
-	if pipelined := pipelineMethod(auth); pipeline && pipelined != nil {
-		chosen = pipelined
-		bnd, err = exchangePipelined(c, pipelined, cmd, dst)
+	pm := pipelineMethod(auth)
+	pipelined := pipeline && pm != nil
+	if pipelined {
+		chosen = pm
+		bnd, err = d.exchangePipelined(c, pm, cmd, dst)
 	} else {
-		bnd, chosen, err = exchange(ctx, c, auth, cmd, dst)
+		bnd, chosen, err = d.exchange(ctx, c, auth, cmd, dst)
 	}
 	if err = w.Done(err); err != nil {
 		c.Close()
-		if own && errors.Is(err, context.DeadlineExceeded) {
-			err = d.handshakeTimeoutError(pipeline)
+		switch {
+		case own && errors.Is(err, context.DeadlineExceeded):
+			err = d.handshakeTimeoutError(pipelined)
+		case pipelined && errors.Is(err, context.DeadlineExceeded):
+			// The caller's deadline: the hint matters as much.
+			err = &hintedTimeout{err: err, hint: pipelineHint}
 		}
 		return nil, Addr{}, nil, opErr(err)
 	}
 	return c, bnd, chosen, nil
 }
+
+// hintedTimeout is a timeout of the caller's, with a hint of what to
+// change. It unwraps to the caller's error.
+type hintedTimeout struct {
+	err  error
+	hint string
+}
+
+func (e *hintedTimeout) Error() string { return e.err.Error() + " (" + e.hint + ")" }
+func (e *hintedTimeout) Unwrap() error { return e.err }
+func (e *hintedTimeout) Timeout() bool { return true }
 
 // The stages of a handshake, named in the errors of a reply cut short.
 const (
@@ -87,7 +110,7 @@ func replyStage(cmd Command) string {
 }
 
 // exchange sends each message when the previous one is answered.
-func exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command, dst Addr) (Addr, Authenticator, error) {
+func (d *Dialer) exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command, dst Addr) (Addr, Authenticator, error) {
 	// One buffer for every message of the handshake, sized for the
 	// longest: each is sent in a single Write, as some servers cannot
 	// reassemble a split message, and replies are read into it.
@@ -128,12 +151,9 @@ func exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command
 	if _, err := c.Write(buf); err != nil {
 		return Addr{}, nil, err
 	}
-	rep, bnd, err := readReply(c, buf)
+	bnd, err := d.firstReply(c, buf, cmd)
 	if err != nil {
-		return Addr{}, nil, wire.AtStage(replyStage(cmd), err)
-	}
-	if rep != ReplySucceeded {
-		return Addr{}, nil, replyError(cmd, rep)
+		return Addr{}, nil, err
 	}
 	return bnd, chosen, nil
 }
@@ -160,7 +180,7 @@ func pipelineMethod(auth []Authenticator) Authenticator {
 // the authentication and the request in one write, then reads the answers
 // in order. Dante and GOST answer such a write; microsocks does not, which
 // is why it is opt-in.
-func exchangePipelined(c net.Conn, a Authenticator, cmd Command, dst Addr) (Addr, error) {
+func (d *Dialer) exchangePipelined(c net.Conn, a Authenticator, cmd Command, dst Addr) (Addr, error) {
 	up, _ := a.(*UsernamePassword)
 	n := 3 + 7 + len(dst.Name) + wire.MaxFixedMessage
 	if up != nil {
@@ -184,6 +204,9 @@ func exchangePipelined(c net.Conn, a Authenticator, cmd Command, dst Addr) (Addr
 	case m == AuthNoAcceptable:
 		return Addr{}, fmt.Errorf("%w (a pipelined greeting offers %v only)", ErrNoAcceptableAuth, a.Method())
 	case m != a.Method():
+		if rep, ok := skippedSelection(c, m); ok {
+			return Addr{}, replyError(cmd, rep)
+		}
 		// The authentication and the request already sent mean
 		// nothing to the method the proxy chose.
 		return Addr{}, fmt.Errorf("%w: proxy chose %v, but a pipelined greeting offered %v only", ErrProtocolViolation, m, a.Method())
@@ -197,14 +220,62 @@ func exchangePipelined(c net.Conn, a Authenticator, cmd Command, dst Addr) (Addr
 			return Addr{}, fmt.Errorf("%w: username/password status %d", ErrAuthRejected, status)
 		}
 	}
-	rep, bnd, err := readReply(c, buf)
-	if err != nil {
-		return Addr{}, wire.AtStage(replyStage(cmd), err)
+	return d.firstReply(c, buf, cmd)
+}
+
+// skippedSelection reads the rest of a failure reply whose first two bytes
+// were taken for a method selection with method m. Tor answers a
+// pipelined greeting and a command it lacks with the failure reply alone
+// (05 07 00 01 ...), no method selection first. It reports false, and
+// the caller reports the method, when m is no failure code of RFC 1928 or
+// what follows is no reply.
+func skippedSelection(c net.Conn, m AuthMethod) (Reply, bool) {
+	if m < AuthMethod(ReplyGeneralFailure) || m > AuthMethod(ReplyAddressTypeNotSupported) {
+		return 0, false
 	}
-	if rep != ReplySucceeded {
+	rep, _, err := readReply(io.MultiReader(bytes.NewReader([]byte{wire.Version5, byte(m)}), c), nil)
+	return rep, err == nil
+}
+
+// firstReply reads the reply to the request for cmd, with buf as scratch,
+// and returns its address, or the failure it reports.
+func (d *Dialer) firstReply(c net.Conn, buf []byte, cmd Command) (Addr, error) {
+	r := io.Reader(c)
+	var counted *countingReader
+	if cmd == CmdBind && atomic.LoadInt32(&d.bind) != bindAnswered {
+		counted = &countingReader{r: c}
+		r = counted
+	}
+	rep, bnd, err := readReply(r, buf)
+	if err == nil && counted != nil {
+		atomic.StoreInt32(&d.bind, bindAnswered)
+	}
+	switch {
+	case err != nil && counted != nil && counted.n == 0 && errors.Is(err, io.ErrUnexpectedEOF):
+		// A close without a reply, from a proxy that has never
+		// answered a BIND here, is how Dante and OpenSSH (ssh -D) say
+		// that they lack the command; a proxy that has answered one
+		// is failing and may recover.
+		return Addr{}, fmt.Errorf("%w: the proxy closed the connection without a reply to %v: %w",
+			ErrCommandNotSupported, strings.ToUpper(cmd.String()), wire.AtStage(replyStage(cmd), err))
+	case err != nil:
+		return Addr{}, wire.AtStage(replyStage(cmd), err)
+	case rep != ReplySucceeded:
 		return Addr{}, replyError(cmd, rep)
 	}
 	return bnd, nil
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (cr *countingReader) Read(p []byte) (int, error) {
+	n, err := cr.r.Read(p)
+	cr.n += n
+	return n, err
 }
 
 func isTimeout(err error) bool {

@@ -10,12 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/xtaci/smux"
-	"golang.org/x/net/proxy"
-
-	"github.com/socksbind/socksbind/internal/deadlines"
+	"github.com/socksbind/socksbind/internal/goid"
 	"github.com/socksbind/socksbind/internal/netutil"
-	"github.com/socksbind/socksbind/internal/wire"
 )
 
 var _ net.Listener = (*Listener)(nil)
@@ -32,12 +28,23 @@ type ListenConfig struct {
 	// blocks until Close and then returns an error matching
 	// [net.ErrClosed]. So log.Fatal(http.Serve(ln, h)) does not end the
 	// program while the connection is being served. A failed second reply
-	// is returned from Accept, as a permanent error.
+	// is returned from Accept, as a permanent error. Once takes standard
+	// BIND: with [MultiplexAuto] it sends no MBIND, and Listen refuses it
+	// with [MultiplexOn].
 	Once bool
 
 	// Multiplex selects standard BIND (the zero value), GOST's
 	// multiplexed BIND, or whichever the proxy supports.
 	Multiplex Multiplex
+
+	// Backlog bounds the connections a multiplexed listener holds for
+	// Accept, as the backlog of listen(2) does: a peer arriving while
+	// Backlog connections wait is closed at once, counted, and reported to
+	// Retrying, and the listener goes on. Zero means 4096, Linux's default
+	// somaxconn. A standard BIND listener holds one connection (one BIND
+	// carries one); Listen refuses a Backlog with [MultiplexOff], and with
+	// [MultiplexAuto] it applies when the proxy has MBIND.
+	Backlog int
 
 	// AdvertiseIP, when valid, replaces the IP address of every address
 	// the proxy binds, for a proxy behind NAT that reports an address its
@@ -47,27 +54,36 @@ type ListenConfig struct {
 	// RetryLimit bounds how long the listener keeps retrying trouble that
 	// may pass (see [Listener]) before it gives up: Accept then returns
 	// the last error, as a permanent one. It counts from the first failure
-	// since the last connection the listener carried. Zero means no
-	// limit: the listener retries for as long as it is open.
+	// since the listener last carried a connection (standard BIND) or had
+	// a working session (MBIND). Zero means no limit: the listener retries
+	// for as long as it is open.
 	RetryLimit time.Duration
 
-	// Armed, when not nil, is called each time the listener has re-armed,
-	// with the address of the BIND now waiting for a peer: the moment a
-	// peer can connect, and where. In follow mode (port 0) the address may
+	// Armed, when not nil, is called each time the listener is armed
+	// again: a standard BIND listener after each re-arm, a multiplexed one
+	// when its session is back after a loss. It gets the address peers
+	// can connect to from then on. In follow mode (port 0) the address may
 	// differ from the previous one; Addr reports it from then on.
 	//
 	// Armed and Retrying run on the listener's goroutine and must not
-	// block it: while they run, the listener waits. They may call Close.
+	// block it: while they run, the listener waits, and so does a Close
+	// called from another goroutine. They may call Close themselves.
 	// Neither is called once Close has begun.
 	Armed func(addr net.Addr)
 
 	// Retrying, when not nil, is called each time the listener meets
-	// trouble it will retry on its own (err, which Accept does not
-	// return), with the time it waits before the next attempt: for an
-	// operator's log line such as "port 8080 unavailable at the proxy,
-	// retrying in 1s". See Armed for where it runs.
+	// trouble it handles on its own (err, which Accept does not return),
+	// with the time it waits before the next attempt: for an operator's
+	// log line such as "port 8080 unavailable at the proxy, retrying in
+	// 1s". A peer the listener turned away (a failed second reply, a
+	// stream without a valid header, a full backlog) is reported with a
+	// wait of 0. See Armed for where it runs.
 	Retrying func(err error, wait time.Duration)
 }
+
+// defaultBacklog is a multiplexed listener's backlog when
+// ListenConfig.Backlog is zero: Linux's default somaxconn since 5.4.
+const defaultBacklog = 4096
 
 // Listen asks the proxy to listen with the BIND command. See
 // [ListenConfig.Listen].
@@ -96,15 +112,19 @@ func (d *Dialer) Listen(ctx context.Context, network, address string) (*Listener
 // The context bounds the handshake and the first reply only; once Listen
 // returns, expiry of the context has no effect on the listener. Listen does
 // not retry: a proxy that fails the first BIND fails Listen, so that a
-// misconfiguration shows at start.
+// misconfiguration shows at start. Options that do not fit the mode are
+// refused.
 //
 // Errors are [*net.OpError] with Op "socks bind"; see [Dialer.DialContext].
 func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (*Listener, error) {
-	d := lc.Dialer
-	if d == nil {
-		return nil, &net.OpError{Op: "socks bind", Net: network, Addr: netutil.TextAddr(address), Err: errors.New("ListenConfig without a Dialer")}
+	if lc == nil || lc.Dialer == nil {
+		return nil, &net.OpError{Op: "socks bind", Net: network, Addr: netutil.TextAddr(address), Err: errNilDialer}
 	}
+	d := lc.Dialer
 	want, err := bindTarget(network, address)
+	if err == nil {
+		err = lc.check()
+	}
 	if err != nil {
 		return nil, &net.OpError{Op: "socks bind", Net: network, Source: d.proxyAddr(), Addr: netutil.TextAddr(address), Err: err}
 	}
@@ -112,35 +132,54 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (*L
 	l := &Listener{
 		cfg:      *lc,
 		network:  network,
-		want:     want,
-		fixed:    want.Port != 0 && want.IP.IsUnspecified(),
-		conns:    make(chan net.Conn, 1),
 		closed:   make(chan struct{}),
 		failed:   make(chan struct{}),
-		loopDone: make(chan struct{}),
+		done:     make(chan struct{}),
+		started:  make(chan struct{}),
 		life:     life,
 		cancel:   cancel,
 		deadline: makeAcceptDeadline(),
 	}
-	if lc.Multiplex != MultiplexOff {
-		fallBack, err := l.listenMux(ctx)
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		if !fallBack {
-			go l.runMux()
-			return l, nil
-		}
-	}
-	b, err := l.arm(ctx)
+	eng, err := l.start(ctx, want)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	l.addr, l.port = b.addr, b.port
-	go l.run(b)
+	l.eng = eng
+	go func() {
+		defer close(l.done)
+		l.engineID = goid.Current()
+		close(l.started)
+		eng.run()
+	}()
 	return l, nil
+}
+
+// check refuses the options that do not fit the mode.
+func (lc *ListenConfig) check() error {
+	switch {
+	case lc.Multiplex < MultiplexOff || lc.Multiplex > MultiplexAuto:
+		return fmt.Errorf("unknown %v", lc.Multiplex)
+	case lc.Once && lc.Multiplex == MultiplexOn:
+		return errors.New("Once carries one connection and a multiplexed BIND many: use MultiplexOff")
+	case lc.Backlog < 0:
+		return fmt.Errorf("negative Backlog %d", lc.Backlog)
+	case lc.Backlog > 0 && (lc.Multiplex == MultiplexOff || lc.Once):
+		return fmt.Errorf("Backlog %d needs a multiplexed BIND: a standard BIND holds one connection", lc.Backlog)
+	}
+	return nil
+}
+
+// start makes the first request of the mode and the engine that owns what
+// follows.
+func (l *Listener) start(ctx context.Context, want Addr) (engine, error) {
+	if l.cfg.Multiplex != MultiplexOff && !l.cfg.Once {
+		m, fallBack, err := startMux(ctx, l, want)
+		if err != nil || !fallBack {
+			return m, err
+		}
+	}
+	return startBind(ctx, l, want)
 }
 
 // bindTarget turns a Listen address into a BIND request's DST.
@@ -167,6 +206,20 @@ func bindTarget(network, address string) (Addr, error) {
 		return Addr{}, &net.AddrError{Err: "the broadcast address cannot be the expected peer", Addr: address}
 	}
 	return a, nil
+}
+
+// An engine owns the requests of one mode and the goroutines that serve
+// them: bindEngine the re-arm cycle of standard BIND, muxEngine the
+// sessions of GOST's multiplexed BIND. Its run is the listener's
+// goroutine; it hands connections to the Listener through conns, calls the
+// hooks through the Listener, watches the Listener's closed channel (and
+// life context, which bounds its I/O), and returns once the listener is
+// closed or has failed, with every goroutine of its own ended.
+type engine interface {
+	run()
+	// conns is the channel of results Accept takes; its capacity is the
+	// backlog.
+	conns() chan net.Conn
 }
 
 // A Listener is a [net.Listener] whose connections arrive at a SOCKS proxy:
@@ -199,7 +252,7 @@ func bindTarget(network, address string) (Addr, error) {
 //   - A listener created with [ListenConfig.Once] does not re-arm.
 //
 // An idle listener costs one goroutine and its control connection to the
-// proxy.
+// proxy. A multiplexed listener works otherwise: see [MultiplexOn].
 //
 // # What Accept returns
 //
@@ -215,6 +268,7 @@ func bindTarget(network, address string) (Addr, error) {
 //	general failure, network or host unreachable,    retries
 //	  connection refused, TTL expired (codes 1, 3-6)
 //	proxy unreachable, restarting, silent, timed out retries
+//	MBIND session lost (EOF, reset, proxy silent)    asks again for the address
 //	not allowed (2), command not supported (7),      fails: permanent
 //	  address type not supported (8)
 //	authentication rejected, no acceptable method,   fails: permanent
@@ -222,7 +276,7 @@ func bindTarget(network, address string) (Addr, error) {
 //	retrying for longer than [ListenConfig.RetryLimit] fails: permanent
 //	any failure with Once                            fails: permanent
 //
-// Every BIND the listener sends on its own is bounded by
+// Every request the listener sends on its own is bounded by
 // [Dialer.HandshakeTimeout]; the wait for a peer has no bound but the
 // caller's (the deadline of [Listener.SetDeadline], the context of
 // [Listener.AcceptContext]) and Close. When either ends the wait, Accept
@@ -234,40 +288,24 @@ func bindTarget(network, address string) (Addr, error) {
 type Listener struct {
 	cfg     ListenConfig
 	network string
-	want    Addr // the BIND request's DST
-	fixed   bool // a port was asked for: keep it
+	eng     engine // set before the goroutine starts
 
-	// Set once, before the goroutine starts or before it closes failed.
-	life   context.Context // ends on Close; bounds the goroutine's I/O
+	life   context.Context // ends on Close; bounds the engine's I/O
 	cancel context.CancelFunc
-	err    error // why the listener failed, once failed is closed
 
-	conns    chan net.Conn // the goroutine's results; Accept takes them
-	closed   chan struct{} // closed by Close
-	failed   chan struct{} // closed when the listener gives up
-	loopDone chan struct{} // closed when the goroutine has returned
-	sess     *smux.Session // a multiplexed listener's session, or nil
+	closed chan struct{} // closed by Close
+	failed chan struct{} // closed by fail, when the engine gives up
+	err    error         // why, once failed is closed
+	done   chan struct{} // closed when the engine's goroutine has returned
+
+	started  chan struct{} // closed once engineID is set
+	engineID uint64        // the goroutine running the engine and the hooks
 
 	deadline  acceptDeadline
 	closeOnce sync.Once
 
-	// rearmAuth is the method the proxy chose for the last BIND, which
-	// re-arms offer alone, pipelined; nil until a BIND succeeds, and
-	// after a pipelined re-arm failed before its reply. Used by arm only,
-	// which runs in Listen and then on the listener's goroutine.
-	rearmAuth Authenticator
-
-	mu     sync.Mutex // guards addr and port, and inHook
-	addr   Addr       // the advertised address of the pending (or last) BIND
-	port   uint16     // the port the proxy bound last
-	inHook bool       // the goroutine is calling Armed or Retrying
-}
-
-// bind is one BIND request that got its first reply.
-type bind struct {
-	c    net.Conn
-	port uint16 // the port the proxy bound
-	addr Addr   // what the listener advertises for it
+	mu   sync.Mutex // guards addr
+	addr Addr       // the advertised address peers connect to
 }
 
 // Addr returns the address the proxy bound for the BIND now waiting: a
@@ -280,10 +318,25 @@ func (l *Listener) Addr() net.Addr {
 	return netAddr(l.addr)
 }
 
+func (l *Listener) address() Addr {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.addr
+}
+
+func (l *Listener) setAddr(a Addr) {
+	l.mu.Lock()
+	l.addr = a
+	l.mu.Unlock()
+}
+
 // Multiplexed reports whether the listener uses GOST's multiplexed BIND
 // (see [ListenConfig.Multiplex]): every peer arrives at one address,
 // concurrently, with no re-arming.
-func (l *Listener) Multiplexed() bool { return l.sess != nil }
+func (l *Listener) Multiplexed() bool {
+	_, ok := l.eng.(*muxEngine)
+	return ok
+}
 
 // Accept waits for a peer and returns the relayed connection, a [*Conn]
 // whose RemoteAddr is the peer and LocalAddr the bound address. See
@@ -296,22 +349,15 @@ func (l *Listener) Accept() (net.Conn, error) {
 // [Listener.SetDeadline]. When ctx ends the wait, the error wraps ctx's
 // error, and the BIND stays pending for the next call.
 func (l *Listener) AcceptContext(ctx context.Context) (net.Conn, error) {
-	if l.isClosed() {
-		return nil, l.opErr(net.ErrClosed)
-	}
+	conns := l.eng.conns()
 	select {
-	case c := <-l.conns:
-		return l.handOver(c)
-	default:
-	}
-	select {
-	case c := <-l.conns:
+	case c := <-conns:
 		return l.handOver(c)
 	case <-l.closed:
 		return nil, l.opErr(net.ErrClosed)
 	case <-l.failed:
 		select {
-		case c := <-l.conns: // held before the listener gave up
+		case c := <-conns: // held before the listener gave up
 			return l.handOver(c)
 		default:
 		}
@@ -347,39 +393,51 @@ func (l *Listener) SetDeadline(t time.Time) error {
 }
 
 // Close stops the listener: the proxy's pending BIND is cancelled (a peer
-// connecting afterwards is refused), a BIND in progress is abandoned, a
-// connection held for Accept is closed, and every blocked Accept returns an
-// error matching [net.ErrClosed]. It returns once nothing of the listener's
-// is left running, except when called from Armed or Retrying: the
-// listener's goroutine then ends as soon as the callback returns.
-// Connections already accepted through standard BIND stay open; those of a
-// multiplexed listener are streams of its session, which Close ends, so
-// they end with it. Close is idempotent.
+// connecting afterwards is refused), a request in progress is abandoned,
+// the connections held for Accept are closed, and every blocked Accept
+// returns an error matching [net.ErrClosed]. It returns once nothing of the
+// listener's is left running: it waits for a hook that is running (which
+// must not block). Called from Armed or Retrying, it returns at once, and
+// the listener's goroutine ends as soon as the hook returns. Connections
+// already accepted through standard BIND stay open; those of a multiplexed
+// listener are streams of its session, which Close ends, so they end with
+// it. Close is idempotent.
 func (l *Listener) Close() error {
 	l.closeOnce.Do(func() {
 		l.mu.Lock()
-		close(l.closed) // no callback starts from now on
-		inHook := l.inHook
+		close(l.closed) // no hook starts from now on (see hook)
 		l.mu.Unlock()
 		l.cancel()
-		if l.sess != nil {
-			l.sess.Close() // ends AcceptStream; the proxy closes its port
-		}
 		l.deadline.stop()
-		if !inHook {
-			<-l.loopDone
-		}
-		l.drain()
 	})
+	// Every Close waits, not only the first: a hook's Close and another
+	// goroutine's may run at once.
+	<-l.started
+	if goid.Current() != l.engineID {
+		<-l.done
+		l.drain()
+	}
 	return nil
 }
 
-// drain closes a connection held for an Accept that will not come.
+// drain closes the connections held for an Accept that will not come.
 func (l *Listener) drain() {
-	select {
-	case c := <-l.conns:
-		c.Close()
-	default:
+	for {
+		select {
+		case c := <-l.eng.conns():
+			c.Close()
+		default:
+			return
+		}
+	}
+}
+
+// drainIfClosed is drain for an engine that ends: after a hook's Close,
+// which cannot wait for the engine, what came after its drain is closed
+// here. A listener that failed keeps its connections for Accept.
+func (l *Listener) drainIfClosed() {
+	if l.isClosed() {
+		l.drain()
 	}
 }
 
@@ -389,148 +447,69 @@ func (l *Listener) opErr(err error) error {
 	return &net.OpError{Op: "accept", Net: l.network, Source: l.cfg.Dialer.proxyAddr(), Addr: l.Addr(), Err: err}
 }
 
-// run is the listener's goroutine: it owns b and every BIND after it.
-func (l *Listener) run(b *bind) {
-	defer close(l.loopDone)
-	var r retrier
-	for b != nil {
-		c, err := l.waitPeer(b)
-		switch {
-		case l.isClosed():
-			if c != nil {
-				c.Close()
-			}
-			l.drain() // a connection held after Close's own drain
-			return
-		case err != nil && l.cfg.Once:
-			l.fail(err)
-			return
-		case err != nil:
-			if !r.wait(l, err) {
-				return
-			}
-		default:
-			select {
-			case l.conns <- c:
-			case <-l.closed:
-				c.Close()
-				return
-			}
-			if l.cfg.Once {
-				return
-			}
-			r.reset()
-		}
-		b = l.rearm(&r)
-	}
-}
-
-// waitPeer reads the second reply of b and returns its connection, or
-// closes it. Only Close bounds the wait.
-func (l *Listener) waitPeer(b *bind) (net.Conn, error) {
-	w := deadlines.Start(l.life, b.c, time.Time{})
-	rep, peer, err := readReply(b.c, nil)
-	err = w.Done(err)
-	switch {
-	case err != nil:
-		err = l.bindErr(wire.AtStage("BIND reply 2", err))
-	case rep != ReplySucceeded:
-		err = l.bindErr(peerError{peerReplyError(rep, peer)})
-	default:
-		return &Conn{Conn: b.c, local: b.addr, remote: peer}, nil
-	}
-	b.c.Close()
-	return nil, err
-}
-
-// rearm sends BINDs until one is armed, waiting between attempts as r says.
-// It returns nil when the listener is closed or has given up.
-func (l *Listener) rearm(r *retrier) *bind {
-	for {
-		b, err := l.arm(l.life)
-		switch {
-		case l.isClosed():
-			if b != nil {
-				b.c.Close()
-			}
-			return nil
-		case err == nil:
-			l.mu.Lock()
-			l.addr, l.port = b.addr, b.port
-			l.mu.Unlock()
-			l.callback(func() { l.cfg.Armed(netAddr(b.addr)) }, l.cfg.Armed != nil)
-			return b
-		case !r.wait(l, err):
-			return nil
-		}
-	}
-}
-
 // fail makes the listener give up with err, which Accept wraps in an
-// error of its own.
+// error of its own. Only the engine's goroutine calls it, once.
 func (l *Listener) fail(err error) {
-	var op *net.OpError
-	if errors.As(err, &op) {
-		err = op.Err
-	}
-	l.err = err
+	l.err = unwrapOp(err)
 	close(l.failed)
 }
 
-// callback runs f, a callback of the config, unless Close has begun.
-func (l *Listener) callback(f func(), set bool) {
-	if !set {
-		return
+// unwrapOp is what an *net.OpError says, without its Op and addresses.
+func unwrapOp(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return op.Err
 	}
+	return err
+}
+
+// armed records addr as the listener's and tells Armed.
+func (l *Listener) armed(a Addr) {
+	l.setAddr(a)
+	if f := l.cfg.Armed; f != nil {
+		l.hook(func() { f(netAddr(a)) })
+	}
+}
+
+// turnedAway tells Retrying of a peer the listener turned away.
+func (l *Listener) turnedAway(err error) {
+	if f := l.cfg.Retrying; f != nil {
+		l.hook(func() { f(err, 0) })
+	}
+}
+
+// hook runs f, a hook of the config, unless Close has begun. Only the
+// engine's goroutine calls it, so that Close, which waits for that
+// goroutine, also waits for the hook.
+//
+// Taking mu orders the hook after what the user's goroutines did under it
+// (Addr, Listen's return), as the race detector sees it too: a hook may
+// use a variable that was set to the Listener once Listen returned.
+func (l *Listener) hook(f func()) {
 	l.mu.Lock()
-	if l.isClosed() {
-		l.mu.Unlock()
-		return
-	}
-	l.inHook = true
+	closed := l.isClosed()
 	l.mu.Unlock()
-	defer func() {
-		l.mu.Lock()
-		l.inHook = false
-		l.mu.Unlock()
-	}()
-	f()
+	if !closed {
+		f()
+	}
 }
 
-// retrier paces the retries of the listener's goroutine.
-type retrier struct {
-	since time.Time     // the first failure since the last connection
-	delay time.Duration // the last wait
-}
-
-const (
-	firstRetryDelay = 5 * time.Millisecond
-	maxRetryDelay   = time.Second
-)
-
-func (r *retrier) reset() { *r = retrier{} }
-
-// wait handles err: it gives the listener up when err is permanent or the
-// retry limit has passed, and otherwise reports err and waits before the
-// next attempt. It returns false when the listener must stop.
-func (r *retrier) wait(l *Listener, err error) bool {
+// retry handles err for an engine: it gives the listener up when err is
+// permanent or b's limit has passed, and otherwise reports err and waits
+// as b says. It returns false when the engine must stop.
+func (l *Listener) retry(b *backoff, err error) bool {
 	if l.isClosed() {
 		return false
 	}
-	now := time.Now()
-	if r.since.IsZero() {
-		r.since = now
-	}
-	if permanent(err) || (l.cfg.RetryLimit > 0 && now.Sub(r.since) >= l.cfg.RetryLimit) {
+	wait, ok := b.next(time.Now())
+	if !ok || permanent(err) {
 		l.fail(err)
 		return false
 	}
-	r.delay = min(max(2*r.delay, firstRetryDelay), maxRetryDelay)
-	if l.cfg.RetryLimit > 0 {
-		r.delay = min(r.delay, max(time.Until(r.since.Add(l.cfg.RetryLimit)), 0))
+	if f := l.cfg.Retrying; f != nil {
+		l.hook(func() { f(err, wait) })
 	}
-	l.callback(func() { l.cfg.Retrying(err, r.delay) }, l.cfg.Retrying != nil)
-	t := time.NewTimer(r.delay)
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-t.C:
@@ -552,58 +531,23 @@ func permanent(err error) bool {
 		errors.Is(err, ErrNoAcceptableAuth) || errors.Is(err, ErrProtocolViolation)
 }
 
-// arm sends one BIND and reads its first reply. A listener with a fixed port
-// releases a different port at once.
-func (l *Listener) arm(ctx context.Context) (*bind, error) {
-	want := l.want
-	if !l.fixed && want.IP.IsUnspecified() {
-		// Follow mode asks for the port it had, which keeps the
-		// address when the proxy can.
-		l.mu.Lock()
-		want.Port = l.port
-		l.mu.Unlock()
-	}
-	d := l.cfg.Dialer
-	pipeline, auth := d.Pipeline, []Authenticator(nil)
-	if l.rearmAuth != nil {
-		pipeline, auth = true, []Authenticator{l.rearmAuth}
-	}
-	c, bnd, chosen, err := d.handshake(ctx, CmdBind, l.network, want, pipeline, auth)
-	if err != nil {
-		if l.rearmAuth != nil && !d.Pipeline && beforeReply(err) {
-			l.rearmAuth = nil // the proxy cannot take it: wait for each answer
-		}
-		return nil, err
-	}
-	if l.rearmAuth == nil && pipelineMethod([]Authenticator{chosen}) != nil {
-		// The proxy has answered a BIND with this method: re-arms
-		// send it alone, pipelined.
-		l.rearmAuth = chosen
-	}
-	if l.fixed && bnd.Port != l.want.Port {
-		c.Close()
-		return nil, l.bindErr(fmt.Errorf("%w: asked for port %d, got %d", ErrAddressInUse, l.want.Port, bnd.Port))
-	}
-	return &bind{c: c, port: bnd.Port, addr: l.advertise(c, bnd)}, nil
+// cmdErr is err as the error of a request with cmd for want.
+func (l *Listener) cmdErr(cmd Command, want Addr, err error) error {
+	return &net.OpError{Op: "socks " + cmd.String(), Net: l.network, Source: l.cfg.Dialer.proxyAddr(), Addr: netAddr(want), Err: err}
 }
 
-// beforeReply reports a handshake that failed before the proxy's reply to
-// the request: in the greeting or the authentication, or with bytes that
-// are not SOCKS.
-func beforeReply(err error) bool {
-	var se *wire.StageError
-	if errors.As(err, &se) && (se.Stage == stageGreeting || se.Stage == stageAuth) {
-		return true
+// fixedPort reports a BIND target that asks for a port the listener must
+// keep: a non-zero port with any peer.
+func fixedPort(want Addr) bool { return want.Port != 0 && want.IP.IsUnspecified() }
+
+// checkPort fails a request the proxy answered with another port than the
+// fixed one wanted, and closes its connection c.
+func (l *Listener) checkPort(cmd Command, c net.Conn, want Addr, got uint16) error {
+	if !fixedPort(want) || got == want.Port {
+		return nil
 	}
-	return errors.Is(err, ErrProtocolViolation)
-}
-
-// bindErr is err as the error of a BIND request.
-func (l *Listener) bindErr(err error) error { return l.cmdErr(CmdBind, err) }
-
-// cmdErr is err as the error of a request with cmd.
-func (l *Listener) cmdErr(cmd Command, err error) error {
-	return &net.OpError{Op: "socks " + cmd.String(), Net: l.network, Source: l.cfg.Dialer.proxyAddr(), Addr: netAddr(l.want), Err: err}
+	c.Close()
+	return l.cmdErr(cmd, want, fmt.Errorf("%w: asked for port %d, got %d", ErrAddressInUse, want.Port, got))
 }
 
 // advertise is the address peers should use for what the proxy bound.
@@ -612,26 +556,9 @@ func (l *Listener) advertise(c net.Conn, bnd Addr) Addr {
 	case l.cfg.AdvertiseIP.IsValid():
 		bnd.IP, bnd.Name = l.cfg.AdvertiseIP, ""
 	case bnd.Name == "" && (!bnd.IP.IsValid() || bnd.IP.IsUnspecified()):
-		bnd.IP, bnd.Name = l.proxyIP(c)
+		bnd.IP, bnd.Name = l.cfg.Dialer.proxyIP(c)
 	}
 	return bnd
-}
-
-// proxyIP is the proxy's own address: from the Dialer's ProxyAddress, or,
-// when that is a name and the proxy is reached directly, from the control
-// connection. Otherwise the name itself.
-func (l *Listener) proxyIP(c net.Conn) (netip.Addr, string) {
-	pa, err := parseAddr(l.cfg.Dialer.ProxyAddress)
-	if err == nil && pa.IP.IsValid() {
-		return pa.IP, ""
-	}
-	if f := l.cfg.Dialer.Forward; f == nil || f == proxy.Direct {
-		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-			ip, _ := netip.AddrFromSlice(ta.IP)
-			return ip.Unmap(), ""
-		}
-	}
-	return netip.Addr{}, pa.Name
 }
 
 // peerError is a failed second reply: it concerns one peer only.

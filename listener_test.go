@@ -434,28 +434,33 @@ func TestListenConcurrentAccept(t *testing.T) {
 }
 
 // TestListenProxyGone: with a RetryLimit, a listener whose proxy is gone
-// gives up with a permanent error; every later Accept returns it too.
+// gives up with a permanent error; every later Accept returns it too. A
+// multiplexed listener does so once its session is lost for longer.
 func TestListenProxyGone(t *testing.T) {
-	srv := newProxy(t, nil)
-	ln := listen(t, srv, socksbind.ListenConfig{RetryLimit: 200 * time.Millisecond}, ":0")
-	errc := make(chan error, 1)
-	go func() { _, err := ln.Accept(); errc <- err }()
-	srv.Close()
-	var err error
-	select {
-	case err = <-errc:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Accept still blocked after the proxy closed")
+	for _, m := range []socksbind.Multiplex{socksbind.MultiplexOff, socksbind.MultiplexOn} {
+		t.Run(m.String(), func(t *testing.T) {
+			srv := muxProxy(t, nil)
+			ln := listen(t, srv, socksbind.ListenConfig{Multiplex: m, RetryLimit: 200 * time.Millisecond}, ":0")
+			errc := make(chan error, 1)
+			go func() { _, err := ln.Accept(); errc <- err }()
+			srv.Close()
+			var err error
+			select {
+			case err = <-errc:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Accept still blocked after the proxy closed")
+			}
+			var ne net.Error
+			require.ErrorAs(t, err, &ne)
+			assert.False(t, ne.Temporary(), "a dead listener must not look temporary: %v", err) //nolint:staticcheck
+			assert.False(t, ne.Timeout(), "%v", err)
+			assert.ErrorIs(t, err, syscall.ECONNREFUSED, "the last attempt found no proxy")
+			_, err2 := ln.Accept()
+			require.ErrorAs(t, err2, &ne)
+			assert.False(t, ne.Temporary()) //nolint:staticcheck
+			assert.Equal(t, err.Error(), err2.Error())
+		})
 	}
-	var ne net.Error
-	require.ErrorAs(t, err, &ne)
-	assert.False(t, ne.Temporary(), "a dead listener must not look temporary: %v", err) //nolint:staticcheck
-	assert.False(t, ne.Timeout(), "%v", err)
-	assert.ErrorIs(t, err, syscall.ECONNREFUSED, "the last attempt found no proxy")
-	_, err2 := ln.Accept()
-	require.ErrorAs(t, err2, &ne)
-	assert.False(t, ne.Temporary()) //nolint:staticcheck
-	assert.Equal(t, err.Error(), err2.Error())
 }
 
 func TestListenRefused(t *testing.T) {

@@ -154,27 +154,6 @@ func isTimeout(err error) bool {
 	return ok && ne.Timeout()
 }
 
-// A session that dies makes Accept return a permanent error.
-func TestMultiplexSessionDies(t *testing.T) {
-	srv := muxProxy(t, nil)
-	ln := listen(t, srv, socksbind.ListenConfig{Multiplex: socksbind.MultiplexOn}, ":0")
-	errc := make(chan error, 1)
-	go func() { _, err := ln.Accept(); errc <- err }()
-	srv.Close()
-	var err error
-	select {
-	case err = <-errc:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Accept still blocked after the proxy closed")
-	}
-	var ne net.Error
-	require.ErrorAs(t, err, &ne)
-	assert.False(t, ne.Temporary(), "%v", err) //nolint:staticcheck
-	assert.Contains(t, err.Error(), "MBIND session")
-	_, err = ln.Accept()
-	assert.Error(t, err)
-}
-
 // Proxies without MBIND: MultiplexOn fails with ErrCommandNotSupported;
 // MultiplexAuto falls back to BIND and remembers.
 func TestMultiplexUnsupported(t *testing.T) {

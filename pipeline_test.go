@@ -7,11 +7,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/hostile"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -158,6 +160,37 @@ func TestPipelineFailures(t *testing.T) {
 		assert.ErrorIs(t, err, socksbind.ErrProtocolViolation)
 		assert.Contains(t, err.Error(), "pipelined greeting offered")
 	})
+}
+
+// A pipelined handshake that outlives the caller's deadline, shorter than
+// the handshake timeout, says that pipelining may be why, as one that
+// outlives the handshake timeout does: the proxy answers the greeting and
+// then waits in silence, as microsocks does. The error still matches
+// context.DeadlineExceeded and is a timeout; without pipelining there is
+// no hint.
+func TestPipelineCallerDeadline(t *testing.T) {
+	for _, pipeline := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "pipelined"}[pipeline], func(t *testing.T) {
+			srv := scriptedProxy(t, hostile.ReadGreeting(), hostile.Write([]byte{5, 0}), hostile.Silence())
+			d := &socksbind.Dialer{ProxyAddress: srv.Addr(), Pipeline: pipeline}
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			_, err := d.DialContext(ctx, "tcp", "127.0.0.1:9")
+			require.Error(t, err)
+			assert.ErrorIs(t, err, context.DeadlineExceeded)
+			var ne net.Error
+			require.ErrorAs(t, err, &ne)
+			assert.True(t, ne.Timeout())
+			var op *net.OpError
+			require.ErrorAs(t, err, &op)
+			assert.True(t, op.Timeout(), "net.OpError.Timeout asks its Err directly")
+			if pipeline {
+				assert.Contains(t, err.Error(), "set Dialer.Pipeline to false")
+			} else {
+				assert.NotContains(t, err.Error(), "Pipeline")
+			}
+		})
+	}
 }
 
 // A pipelined Listen is one write; so is every re-arm of a listener whose

@@ -217,6 +217,12 @@ func (p *PacketConn) Dropped() DropCounts {
 // with Op "socks udp associate" or "socks udp tun"; a refusal is a
 // [*ReplyError] (microsocks: [ErrCommandNotSupported]).
 func (d *Dialer) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
+	switch {
+	case d == nil:
+		return nil, &net.OpError{Op: "socks udp associate", Net: network, Addr: localAddrOf(address), Err: errNilDialer}
+	case ctx == nil:
+		return nil, &net.OpError{Op: "socks udp associate", Net: network, Source: d.proxyAddr(), Addr: localAddrOf(address), Err: errNilContext}
+	}
 	p, err := d.listenPacket(ctx, network, address)
 	if err != nil {
 		return nil, err

@@ -686,3 +686,16 @@ func TestUDPResolveLocally(t *testing.T) {
 		}
 	}
 }
+
+// A nil Dialer or context is an error, as for Dial and Listen.
+func TestUDPNilArguments(t *testing.T) {
+	var d *socksbind.Dialer
+	var nilCtx context.Context
+	err := misuse(t, func() (net.PacketConn, error) { return d.ListenPacket(context.Background(), "udp", "") })
+	assert.ErrorIs(t, err, socksbind.ErrNoProxy)
+	err = misuse(t, func() (net.Conn, error) { return d.DialContext(context.Background(), "udp", "127.0.0.1:53") })
+	assert.ErrorIs(t, err, socksbind.ErrNoProxy)
+	live := &socksbind.Dialer{ProxyAddress: udpProxy(t, nil).Addr()}
+	misuse(t, func() (net.PacketConn, error) { return live.ListenPacket(nilCtx, "udp", "") })
+	misuse(t, func() (net.Conn, error) { return live.DialContext(nilCtx, "udp", "127.0.0.1:53") })
+}

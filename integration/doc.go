@@ -4,7 +4,10 @@
 // v3 (gost, SOCKS5 with BIND and GOST's multiplexed BIND, MBIND). The FTP
 // test (ftp_test.go) builds the example examples/ftpactive and runs it
 // against pyftpdlib, an FTP server, through Dante; the expose test
-// (expose_test.go) builds examples/expose and runs it against Dante and GOST.
+// tests (expose_test.go, expose_status_test.go) build cmd/expose and run it
+// against Dante and GOST, with nginx behind it for the PROXY protocol; the
+// expose benchmarks (expose_bench_test.go) compare it with GOST's own rtcp
+// client.
 // The UDP tests (udp_test.go) relay datagrams through Dante's and GOST's UDP
 // ASSOCIATE and GOST's UDP-TUN (also through tinyproxy), to a UDP echo server
 // and a DNS server that the tests start on loopback.

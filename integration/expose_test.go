@@ -1,9 +1,9 @@
 package integration
 
-// The test of examples/expose, the reverse tunnel: the program is built and
-// run as a user would, against Dante (standard BIND, re-armed after each
-// connection) and GOST (multiplexed BIND), publishing an echo service on
-// loopback.
+// The tests of cmd/expose, the reverse tunnel: the program is built and run
+// as a user would, against Dante (standard BIND, re-armed after each
+// connection) and GOST (multiplexed BIND), publishing an echo service or
+// nginx on loopback.
 
 import (
 	"context"
@@ -26,15 +26,26 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The lines of the program's log that the test reads.
+// The lines of the program's log (slog's text format) that the tests read.
 var (
-	exposeReachable = regexp.MustCompile(`^expose: (\S+) reachable at (\S+) \((.*)\)$`)
-	exposeMoved     = regexp.MustCompile(`^expose: now reachable at (\S+)$`)
-	exposeAddress   = regexp.MustCompile(`^expose: (?:\S+ reachable|now reachable|reachable again) at (\S+)`)
-	exposeConn      = regexp.MustCompile(`^expose: peer=(\S+) up=(\d+) down=(\d+) dur=\d+\.\d{3}s(?: err="(.*)")?$`)
+	exposeReachable = regexp.MustCompile(`^time=\S+ level=INFO msg=reachable listen=(\S+) to=(\S+) addr=(\S+) how="([^"]*)"`)
+	exposeMoved     = regexp.MustCompile(`^time=\S+ level=INFO msg="now reachable" listen=\S+ to=\S+ addr=(\S+)`)
+	exposeAddress   = regexp.MustCompile(`^time=\S+ level=INFO msg=(?:reachable|"now reachable"|"reachable again") listen=\S+ to=\S+ addr=(\S+)`)
+	exposeConn      = regexp.MustCompile(`^time=\S+ level=(?:INFO|WARN) msg=connection listen=\S+ to=(\S+) peer=(\S+) up=(\d+) down=(\d+) dur=\S+(?: err=("(?:[^"\\]|\\.)*"))?$`)
+	exposeStatus    = regexp.MustCompile(`^time=\S+ level=INFO msg="status served" addr=(\S+) `)
 )
 
+// exposeLine matches a line of msg, which slog writes quoted when it has a
+// space.
+func exposeLine(level, msg string) *regexp.Regexp {
+	if strings.Contains(msg, " ") {
+		msg = strconv.Quote(msg)
+	}
+	return regexp.MustCompile(`^time=\S+ level=` + level + ` msg=` + regexp.QuoteMeta(msg) + `( |$)`)
+}
+
 func TestExpose(t *testing.T) {
+	t.Parallel()
 	bin := buildExpose(t)
 
 	t.Run("Dante", func(t *testing.T) {
@@ -42,9 +53,9 @@ func TestExpose(t *testing.T) {
 		echo := startEcho(t, "127.0.0.1:0")
 		p := startExpose(t, bin, nil, "-proxy", "socks5://"+dante.Addr, "-to", echo.addr.String(), "-grace", "10s")
 		m := p.next(t, exposeReachable)
-		assert.Equal(t, echo.addr.String(), m[1])
-		assert.Equal(t, "the proxy has no multiplexed BIND; standard BIND: one connection at a time, and the port may change after each", m[3])
-		first := m[2]
+		assert.Equal(t, echo.addr.String(), m[2])
+		assert.Equal(t, "the proxy has no multiplexed BIND; standard BIND: one connection at a time, and the port may change after each", m[4])
+		first := m[3]
 
 		// While a connection holds its port, Dante binds another one for
 		// the next BIND: the program says where, each time.
@@ -79,8 +90,8 @@ func TestExpose(t *testing.T) {
 		c := p.exchangeCurrent(t, "open")
 		waiting := p.addrAfter(t, c.RemoteAddr().String()) // the BIND armed for the next peer
 		require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-		p.next(t, regexp.MustCompile(`^expose: stopping: the proxy no longer listens$`))
-		p.next(t, regexp.MustCompile(`^expose: waiting up to 10s for 1 open connection$`))
+		p.next(t, exposeLine("INFO", "stopping: the proxy no longer listens"))
+		p.next(t, regexp.MustCompile(`level=INFO msg="waiting for open connections" .* open=1 grace=10s$`))
 		pollReleased(t, dante, waiting)
 		assert.Equal(t, "still there", exchange(t, c, "still there"))
 		assert.Equal(t, "", roundTrip(t, c, ""))
@@ -96,8 +107,8 @@ func TestExpose(t *testing.T) {
 		echo := startEcho(t, "127.0.0.1:0")
 		p := startExpose(t, bin, nil, "-proxy", "socks5://"+gost.Addr, "-to", echo.addr.String(), "-grace", "10s")
 		m := p.next(t, exposeReachable)
-		assert.Equal(t, "multiplexed BIND: concurrent connections", m[3])
-		addr := m[2]
+		assert.Equal(t, "multiplexed BIND: concurrent connections", m[4])
+		addr := m[3]
 
 		// Twenty peers at one address at once: each has had its first
 		// byte echoed before any goes on. GOST ends a stream at the first
@@ -129,12 +140,12 @@ func TestExpose(t *testing.T) {
 		c := exposePeer(t, addr)
 		assert.Equal(t, "open", exchange(t, c, "open"))
 		require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-		p.next(t, regexp.MustCompile(`^expose: stopping: new connections are turned away$`))
+		p.next(t, exposeLine("INFO", "stopping: new connections are turned away"))
 		late := exposePeer(t, addr)
 		_, err := io.ReadAll(late)
 		assert.NoError(t, err, "a late peer reads EOF")
 		m = p.next(t, exposeConn)
-		assert.Equal(t, "turned away: stopping", m[4])
+		assert.Equal(t, `"turned away: stopping"`, m[5])
 		assert.Equal(t, "still there", exchange(t, c, "still there"))
 		require.NoError(t, c.Close())
 		assert.Equal(t, 0, p.wait(t), "exit status")
@@ -147,7 +158,7 @@ func TestExpose(t *testing.T) {
 		// ALL_PROXY, and its bind=mux, are followed.
 		gost := startGost(t, GostConfig{})
 		p := startExpose(t, bin, []string{"ALL_PROXY=socks5h://" + gost.Addr + "?bind=mux"}, "-to", "127.0.0.1:9")
-		assert.Equal(t, "multiplexed BIND: concurrent connections", p.next(t, exposeReachable)[3])
+		assert.Equal(t, "multiplexed BIND: concurrent connections", p.next(t, exposeReachable)[4])
 		require.NoError(t, p.cmd.Process.Signal(syscall.SIGINT))
 		assert.Equal(t, 0, p.wait(t), "exit status")
 	})
@@ -183,23 +194,44 @@ func TestExpose(t *testing.T) {
 	})
 }
 
-// buildExpose builds the example program examples/expose into a temporary
-// directory and returns its path.
-func buildExpose(t *testing.T) string {
+// buildExpose builds cmd/expose, once for the test binary, and returns the
+// path of the program.
+func buildExpose(t testing.TB) string {
 	t.Helper()
-	// go test puts the go command of its own GOROOT first in PATH.
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("integration: no go command to build examples/expose: %v", err)
+	exposeBuild.once.Do(func() {
+		// go test puts the go command of its own GOROOT first in PATH.
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			exposeBuild.err = fmt.Errorf("no go command to build cmd/expose: %w", err)
+			return
+		}
+		dir, err := os.MkdirTemp("", "expose-test-")
+		if err != nil {
+			exposeBuild.err = err
+			return
+		}
+		exposeBuild.dir = dir
+		bin := filepath.Join(dir, "expose")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, "../cmd/expose").CombinedOutput()
+		if err != nil {
+			exposeBuild.err = fmt.Errorf("go build cmd/expose: %w\n%s", err, out)
+			return
+		}
+		exposeBuild.path = bin
+	})
+	if exposeBuild.err != nil {
+		t.Fatalf("integration: %v", exposeBuild.err)
 	}
-	bin := filepath.Join(t.TempDir(), "expose")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, "../examples/expose").CombinedOutput()
-	if err != nil {
-		t.Fatalf("integration: go build examples/expose: %v\n%s", err, out)
-	}
-	return bin
+	return exposeBuild.path
+}
+
+// exposeBuild is the program buildExpose built; TestMain removes dir.
+var exposeBuild struct {
+	once      sync.Once
+	dir, path string
+	err       error
 }
 
 // exposeProc is a running expose program and its output, line by line.
@@ -218,7 +250,7 @@ type exposeProc struct {
 // startExpose runs the program at bin with args, with env added to an
 // environment without proxy settings. The test's cleanup kills it if it
 // still runs, and logs its output.
-func startExpose(t *testing.T, bin string, env []string, args ...string) *exposeProc {
+func startExpose(t testing.TB, bin string, env []string, args ...string) *exposeProc {
 	t.Helper()
 	p := &exposeProc{cmd: exec.Command(bin, args...), exited: make(chan struct{}), notify: make(chan struct{}, 1)}
 	for _, kv := range os.Environ() {
@@ -284,7 +316,7 @@ func (p *exposeProc) wake() {
 
 // next takes the first line not taken yet that matches re, waiting for it,
 // and returns its submatches.
-func (p *exposeProc) next(t *testing.T, re *regexp.Regexp) []string {
+func (p *exposeProc) next(t testing.TB, re *regexp.Regexp) []string {
 	t.Helper()
 	deadline := time.After(testTimeout)
 	for {
@@ -318,9 +350,9 @@ func (p *exposeProc) next(t *testing.T, re *regexp.Regexp) []string {
 func (p *exposeProc) nextConn(t *testing.T) (up, down int) {
 	t.Helper()
 	m := p.next(t, exposeConn)
-	assert.Empty(t, m[4], "the connection of %s ended well", m[1])
-	up, _ = strconv.Atoi(m[2])
-	down, _ = strconv.Atoi(m[3])
+	assert.Empty(t, m[5], "the connection of %s ended well", m[2])
+	up, _ = strconv.Atoi(m[3])
+	down, _ = strconv.Atoi(m[4])
 	return up, down
 }
 
@@ -427,7 +459,7 @@ func (p *exposeProc) exchangeCurrent(t *testing.T, msg string) *net.TCPConn {
 }
 
 // wait waits for the program to exit and returns its exit status.
-func (p *exposeProc) wait(t *testing.T) int {
+func (p *exposeProc) wait(t testing.TB) int {
 	t.Helper()
 	select {
 	case <-p.exited:

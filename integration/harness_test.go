@@ -17,7 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -50,7 +49,7 @@ const (
 	logTail = 64 << 10
 )
 
-const howToRun = "install dante-server, microsocks, tinyproxy and GOST " +
+const howToRun = "install dante-server, microsocks, tinyproxy, nginx and GOST " +
 	"(sudo bash .ci/install-deps; where it cannot install GOST: " + gostInstall + "), " +
 	"or set " + envRequire + "=require to fail instead of skipping"
 
@@ -372,7 +371,7 @@ func (s *Server) run(path string, args []string) error {
 	s.cmd = exec.Command(path, args...)
 	s.cmd.Stdout = logf
 	s.cmd.Stderr = logf
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	inOwnGroup(s.cmd)
 	if err := s.cmd.Start(); err != nil {
 		return err
 	}
@@ -554,15 +553,15 @@ func (s *Server) stop() error {
 	if s.cmd == nil {
 		return nil
 	}
-	pgid := s.pid // Setpgid: the group id is the leader's pid
+	pgid := s.pid // inOwnGroup: the group id is the leader's pid
 	select {
 	case <-s.exited:
 	default:
-		_ = syscall.Kill(s.pid, syscall.SIGTERM)
+		terminate(s.pid)
 		select {
 		case <-s.exited:
 		case <-time.After(stopTimeout):
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			killGroup(pgid)
 			<-s.exited
 		}
 	}
@@ -571,7 +570,7 @@ func (s *Server) stop() error {
 	if waitGroupGone(pgid, stopTimeout) {
 		return nil
 	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	killGroup(pgid)
 	if waitGroupGone(pgid, stopTimeout) {
 		return nil
 	}

@@ -312,7 +312,7 @@ func peekQueued(t testing.TB, c *net.TCPConn, n int) []byte {
 		var got int
 		var rerr error
 		require.NoError(t, rc.Control(func(fd uintptr) {
-			got, _, rerr = syscall.Recvfrom(int(fd), buf, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			got, rerr = peek(fd, buf)
 		}))
 		if rerr != nil && !errors.Is(rerr, syscall.EAGAIN) {
 			require.NoError(t, rerr)

@@ -14,7 +14,7 @@ import (
 // when there is one, as well as into each skipped test's log.
 func TestMain(m *testing.M) {
 	var missing []string
-	for _, name := range []string{"danted", "microsocks", "tinyproxy", "gost"} {
+	for _, name := range []string{"danted", "microsocks", "tinyproxy", "gost", "nginx"} {
 		if _, err := exec.LookPath(name); err != nil {
 			missing = append(missing, name)
 		}
@@ -26,5 +26,9 @@ func TestMain(m *testing.M) {
 			tty.Close()
 		}
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if exposeBuild.dir != "" {
+		os.RemoveAll(exposeBuild.dir)
+	}
+	os.Exit(code)
 }

@@ -88,23 +88,42 @@ func TestPipelineGost(t *testing.T) {
 }
 
 // microsocks drops what follows the greeting and waits: a pipelined
-// handshake ends with the handshake timeout and an error that says why.
+// handshake ends with the handshake timeout, or the caller's earlier
+// deadline, and an error that says why.
 func TestPipelineMicrosocks(t *testing.T) {
 	leakcheck.Check(t)
 	ms := startMicrosocks(t, "", "")
-	d := pipelinedDialer(t, ms.Addr, nil)
-	d.HandshakeTimeout = time.Second
-	start := time.Now()
-	_, err := d.DialContext(context.Background(), "tcp", "127.0.0.1:9")
-	took := time.Since(start)
-	require.Error(t, err)
-	assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
-	var ne net.Error
-	require.ErrorAs(t, err, &ne)
-	assert.True(t, ne.Timeout())
-	assert.Contains(t, err.Error(), "Pipeline")
-	assert.Less(t, took, 5*time.Second, "no hang beyond the handshake timeout")
-	t.Logf("%v after %v", err, took.Round(time.Millisecond))
+	t.Run("handshake timeout", func(t *testing.T) {
+		d := pipelinedDialer(t, ms.Addr, nil)
+		d.HandshakeTimeout = time.Second
+		start := time.Now()
+		_, err := d.DialContext(context.Background(), "tcp", "127.0.0.1:9")
+		took := time.Since(start)
+		require.Error(t, err)
+		assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+		var ne net.Error
+		require.ErrorAs(t, err, &ne)
+		assert.True(t, ne.Timeout())
+		assert.Contains(t, err.Error(), "Pipeline")
+		assert.Less(t, took, 5*time.Second, "no hang beyond the handshake timeout")
+		t.Logf("%v after %v", err, took.Round(time.Millisecond))
+	})
+	t.Run("caller's deadline", func(t *testing.T) {
+		d := pipelinedDialer(t, ms.Addr, nil) // the default handshake timeout, 30 s
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := d.DialContext(ctx, "tcp", "127.0.0.1:9")
+		took := time.Since(start)
+		require.Error(t, err)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		var ne net.Error
+		require.ErrorAs(t, err, &ne)
+		assert.True(t, ne.Timeout())
+		assert.Contains(t, err.Error(), "Pipeline")
+		assert.Less(t, took, 5*time.Second, "no hang beyond the caller's deadline")
+		t.Logf("%v after %v", err, took.Round(time.Millisecond))
+	})
 }
 
 // opaqueNoAuth is "no authentication" as a method the library does not

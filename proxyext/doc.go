@@ -14,6 +14,11 @@
 //	anything else                        golang.org/x/net/proxy.FromURL, which knows
 //	                                     the schemes of proxy.RegisterDialerType
 //
+// SOCKS4 is not supported: unless a socks4 or socks4a dialer was
+// registered, such a URL is an error that matches [errors.ErrUnsupported]
+// and names the socks5 (socks5h for socks4a) URL to try instead, since
+// most SOCKS4 proxies speak SOCKS5 too.
+//
 // SOCKS5 proxies default to port 1080. An IPv6 address is written in
 // brackets ("socks5h://[2001:db8::1]:1080"); without them it is an error,
 // never read as an address and a port. A user name or password holding

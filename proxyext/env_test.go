@@ -133,6 +133,8 @@ func TestEnvironment(t *testing.T) {
 		{name: "no scheme IPv6", env: map[string]string{"ALL_PROXY": "[::1]:1080"}, wantConfigErr: "not a proxy URL: want scheme://host[:port], such as socks5h://[::1]:1080"},
 		{name: "no scheme with user", env: map[string]string{"all_proxy": "u:hunter2@127.0.0.1:1080"}, wantConfigErr: "all_proxy=u:xxxxx@127.0.0.1:1080: not a proxy URL"},
 		{name: "unknown scheme", env: map[string]string{"ALL_PROXY": "ftp://user:" + secret + "@{socks}"}, wantConfigErr: "unknown scheme: ftp"},
+		{name: "socks4", env: map[string]string{"ALL_PROXY": "socks4://127.0.0.1:1080"}, wantConfigErr: "ALL_PROXY=socks4://127.0.0.1:1080: SOCKS4 is not supported, only SOCKS5; if the proxy speaks SOCKS5 too, as most do, use socks5://127.0.0.1:1080"},
+		{name: "socks4a with user", env: map[string]string{"all_proxy": "socks4a://user:" + secret + "@127.0.0.1:1080"}, wantConfigErr: "all_proxy=socks4a://user:xxxxx@127.0.0.1:1080: SOCKS4 is not supported, only SOCKS5; if the proxy speaks SOCKS5 too, as most do, use socks5h://user:xxxxx@127.0.0.1:1080"},
 		{name: "no host", env: map[string]string{"ALL_PROXY": "socks5h://user:" + secret + "@"}, wantConfigErr: "missing host"},
 		{name: "NO_PROXY hit", env: map[string]string{"ALL_PROXY": "socks5h://{socks}", "NO_PROXY": "other.test,proxyext.test"}, wantVia: "direct", wantListen: true},
 		{name: "NO_PROXY hit exact", env: map[string]string{"ALL_PROXY": "http://{http}", "NO_PROXY": echoName}, wantVia: "direct"},

@@ -89,6 +89,7 @@ func TestFromURL(t *testing.T) {
 
 		wantOther bool
 		wantErr   string
+		wantErrIs error
 	}{
 		{name: "socks5", url: "socks5://127.0.0.1:1081", wantSOCKS: "127.0.0.1:1081", wantLocal: true, wantNoAuth: true},
 		{name: "socks5h", url: "socks5h://127.0.0.1:1081", wantSOCKS: "127.0.0.1:1081", wantNoAuth: true},
@@ -112,6 +113,8 @@ func TestFromURL(t *testing.T) {
 		{name: "http missing host", url: "http://user:" + secret + "@:3128", wantErr: "missing host"},
 		{name: "registered scheme", url: "proxyexttest://user:" + secret + "@127.0.0.1", wantOther: true},
 		{name: "unknown scheme", url: "ftp://user:" + secret + "@127.0.0.1", wantErr: "unknown scheme: ftp"},
+		{name: "socks4", url: "socks4://user:" + secret + "@127.0.0.1:1080", wantErr: "SOCKS4 is not supported, only SOCKS5; if the proxy speaks SOCKS5 too, as most do, use socks5://user:xxxxx@127.0.0.1:1080", wantErrIs: errors.ErrUnsupported},
+		{name: "socks4a", url: "SOCKS4A://127.0.0.1", wantErr: "SOCKS4 is not supported, only SOCKS5; if the proxy speaks SOCKS5 too, as most do, use socks5h://127.0.0.1", wantErrIs: errors.ErrUnsupported},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,6 +123,9 @@ func TestFromURL(t *testing.T) {
 			if tt.wantErr != "" {
 				require.Error(t, err)
 				assert.Contains(t, err.Error(), tt.wantErr)
+				if tt.wantErrIs != nil {
+					assert.ErrorIs(t, err, tt.wantErrIs)
+				}
 				assert.Contains(t, err.Error(), Redact(u), "the error names the URL, redacted")
 				assertNoSecret(t, secret, err)
 				return

@@ -65,9 +65,35 @@ func FromURL(u *url.URL, forward proxy.Dialer) (proxy.Dialer, error) {
 	}
 	d, err := proxy.FromURL(u, forward)
 	if err != nil {
+		if alt, ok := socks5Instead(u); ok {
+			err = unsupportedError("SOCKS4 is not supported, only SOCKS5; if the proxy speaks SOCKS5 too, as most do, use " + alt)
+		}
 		return nil, urlError(u, err)
 	}
 	return d, nil
+}
+
+// unsupportedError says what is not supported, and matches
+// [errors.ErrUnsupported].
+type unsupportedError string
+
+func (e unsupportedError) Error() string { return string(e) }
+func (e unsupportedError) Unwrap() error { return errors.ErrUnsupported }
+
+// socks5Instead returns, for a socks4 or socks4a URL, the SOCKS5 URL that
+// resolves names where it did (redacted): socks5 for socks4, socks5h for
+// socks4a.
+func socks5Instead(u *url.URL) (string, bool) {
+	alt := *u
+	switch strings.ToLower(u.Scheme) {
+	case "socks4":
+		alt.Scheme = "socks5"
+	case "socks4a":
+		alt.Scheme = "socks5h"
+	default:
+		return "", false
+	}
+	return Redact(&alt), true
 }
 
 // Redact returns u as text with its password, if any, replaced by "xxxxx",

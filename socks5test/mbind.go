@@ -53,7 +53,11 @@ func (s *Server) multiplexBind(c net.Conn, req *Request) {
 		return
 	}
 
-	sess, err := smux.Client(c, MultiplexConfig())
+	cfg := MultiplexConfig()
+	if s.MultiplexVersion != 0 {
+		cfg.Version = s.MultiplexVersion
+	}
+	sess, err := smux.Client(c, cfg)
 	if err != nil {
 		return
 	}

@@ -104,6 +104,11 @@ type Server struct {
 	// does with comp=true, its GOST v2 compatibility mode.
 	MultiplexNoHeader bool
 
+	// MultiplexVersion is the smux protocol version of MBIND sessions: 1
+	// (the zero value means 1, GOST's default) or 2, which gives each
+	// stream flow control of its own (GOST's mux.version=2).
+	MultiplexVersion int
+
 	// ReportUnspecified makes the CONNECT reply and reply 1 of BIND carry
 	// the unspecified address (0.0.0.0 or ::, by the family of the real
 	// one) instead of the real IP, keeping the real port, as some servers

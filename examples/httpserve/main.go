@@ -64,10 +64,11 @@ func main() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	moved := &moves{log: log.Default()}
 	lc := socksbind.ListenConfig{
 		Dialer:    d,
 		Multiplex: multiplex,
-		Armed:     func(a net.Addr) { log.Println("listening again on", a) },
+		Armed:     moved.armed,
 		Retrying:  quietRetries(),
 	}
 	ln, err := lc.Listen(ctx, "tcp", *listen)
@@ -79,6 +80,7 @@ func main() {
 		log.Fatal(err)
 	}
 	defer ln.Close()
+	moved.listening(ln.Addr())
 	fmt.Println("the proxy listens for us on", ln.Addr())
 	fmt.Println(capabilities(ln))
 
@@ -178,6 +180,34 @@ func capabilities(ln *socksbind.Listener) string {
 	return "the proxy has standard BIND only: one connection at a time (a peer arriving meanwhile is refused);\n" +
 		"the listener re-arms after each. Behind Dante a fixed port is refused for about 60 s\n" +
 		"after the server closes a connection first (the port sits in TIME_WAIT at the proxy)"
+}
+
+// moves logs the re-arms of a listener that land at another address than
+// the one before: with port 0, the proxy may bind another port for the
+// next connection. A re-arm at the same address is nothing to report.
+type moves struct {
+	log *log.Logger
+
+	mu   sync.Mutex // guards last: armed runs on the listener's goroutine
+	last string
+}
+
+// listening records the address Listen got.
+func (m *moves) listening(a net.Addr) { m.swap(a) }
+
+// armed is the listener's Armed callback.
+func (m *moves) armed(a net.Addr) {
+	if prev := m.swap(a); prev != "" && prev != a.String() {
+		m.log.Printf("listening again on %v (was %s)", a, prev)
+	}
+}
+
+// swap records a and returns the address recorded before, if any.
+func (m *moves) swap(a net.Addr) (prev string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	prev, m.last = m.last, a.String()
+	return prev
 }
 
 // quietRetries logs each distinct trouble the listener retries once, not

@@ -4,27 +4,35 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log"
+	"log/slog"
 	"net"
 	"regexp"
 	"sync"
 	"time"
 
 	"github.com/socksbind/socksbind"
-	"github.com/socksbind/socksbind/internal/netutil"
 )
 
 // troubleWindow is how long the same trouble with the proxy is kept from
 // being logged again.
 const troubleWindow = 30 * time.Second
 
-// A tunnel publishes the service through a listener at the proxy: it
+// The wait between two attempts to listen at the proxy, when the first
+// BIND of a tunnel fails with trouble that may pass (its port is taken, the
+// proxy is down): it doubles from the first to the last.
+const (
+	firstListenRetry = 50 * time.Millisecond
+	maxListenRetry   = 2 * time.Second
+)
+
+// A tunnel publishes one service through a listener at the proxy: it
 // relays every connection the listener accepts to the service, and logs
 // where the service is reachable and what each connection carried.
 type tunnel struct {
-	cfg config
-	log *log.Logger
+	cfg   config
+	spec  tunnelSpec
+	log   *slog.Logger // with the tunnel's listen and to attributes
+	stats *tunnelStats
 
 	reach    reachability
 	troubles *troubleLog
@@ -36,32 +44,29 @@ type tunnel struct {
 	cancelForce context.CancelFunc
 }
 
-func newTunnel(cfg config, logger *log.Logger) *tunnel {
-	t := &tunnel{cfg: cfg, log: logger, troubles: newTroubleLog(logger, troubleWindow, time.Now)}
+func newTunnel(cfg config, spec tunnelSpec, logger *slog.Logger) *tunnel {
+	logger = logger.With("listen", spec.listen, "to", spec.target)
+	t := &tunnel{
+		cfg:      cfg,
+		spec:     spec,
+		log:      logger,
+		stats:    &tunnelStats{listen: spec.listen, target: spec.target},
+		troubles: newTroubleLog(logger, troubleWindow, time.Now),
+	}
 	t.force, t.cancelForce = context.WithCancel(context.Background())
 	return t
 }
 
 // run listens at the proxy and serves until ctx ends, then stops and
-// returns nil; or until the listener fails, and returns its error. Either
-// way it takes no connection from then on (see stop), and the connections
-// still open get the grace period of cfg to end.
+// returns nil; or until the listener fails for good, and returns its
+// error. Either way it takes no connection from then on (see stop), and
+// the connections still open get the grace period of cfg to end.
 func (t *tunnel) run(ctx context.Context) error {
 	defer t.cancelForce()
-	lc := socksbind.ListenConfig{
-		Dialer:      t.cfg.dialer,
-		Multiplex:   t.cfg.mux,
-		AdvertiseIP: t.cfg.advertise,
-		RetryLimit:  t.cfg.retryLimit,
-		Armed:       t.armed,
-		Retrying:    t.troubles.retrying,
-	}
-	ln, err := lc.Listen(ctx, t.cfg.network, t.cfg.listen)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while the proxy had not answered yet
-		}
-		return err
+	defer t.stats.ready.Store(false)
+	ln, err := t.listen(ctx)
+	if ln == nil {
+		return err // nil when stopped before the proxy had bound
 	}
 	t.started(ln)
 
@@ -73,10 +78,68 @@ func (t *tunnel) run(ctx context.Context) error {
 		<-served
 		return nil
 	case err = <-served:
+		t.stats.ready.Store(false)
 		ln.Close()
 		t.finish(t.conns.stop())
 		return err
 	}
+}
+
+// listen asks the proxy to listen until it does. Trouble that may pass (the
+// port is taken or refused at the proxy, the proxy is unreachable) is
+// retried with backoff, and reported as the listener's own retries are,
+// for as long as -retry-limit allows. A refusal that retrying cannot mend
+// (the proxy's rules, the credentials, a proxy without the command) is
+// returned at once, as is the last error once the limit is over. It
+// returns nil and nil when ctx ends first.
+func (t *tunnel) listen(ctx context.Context) (*socksbind.Listener, error) {
+	lc := socksbind.ListenConfig{
+		Dialer:      t.cfg.dialer,
+		Multiplex:   t.cfg.mux,
+		AdvertiseIP: t.cfg.advertise,
+		RetryLimit:  t.cfg.retryLimit,
+		Armed:       t.armed,
+		Retrying:    t.retrying,
+	}
+	var since time.Time
+	var wait time.Duration
+	for {
+		ln, err := lc.Listen(ctx, t.spec.network, t.spec.listen)
+		switch {
+		case err == nil:
+			t.stats.listening()
+			return ln, nil
+		case ctx.Err() != nil:
+			return nil, nil
+		case since.IsZero():
+			since = time.Now()
+		}
+		if permanent(err) || (t.cfg.retryLimit > 0 && time.Since(since) >= t.cfg.retryLimit) {
+			return nil, err
+		}
+		wait = min(max(2*wait, firstListenRetry), maxListenRetry)
+		t.retrying(err, wait)
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, nil
+		}
+	}
+}
+
+// permanent reports a failure to listen that retrying cannot mend: what
+// [socksbind.Listener] gives up on at once.
+func permanent(err error) bool {
+	for _, e := range []error{socksbind.ErrNotAllowed, socksbind.ErrCommandNotSupported,
+		socksbind.ErrAddressNotSupported, socksbind.ErrAuthRejected,
+		socksbind.ErrNoAcceptableAuth, socksbind.ErrProtocolViolation} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // acceptLoop serves the connections of ln until Accept fails, and returns
@@ -88,11 +151,13 @@ func (t *tunnel) acceptLoop(ln *socksbind.Listener) error {
 			return err
 		}
 		start := time.Now()
+		t.stats.total.Add(1)
 		if !t.conns.add(c) {
 			c.Close()
 			t.logConn(c.RemoteAddr(), 0, 0, start, errors.New("turned away: stopping"))
 			continue
 		}
+		t.stats.open.Add(1)
 		go t.serve(c, start)
 	}
 }
@@ -104,16 +169,17 @@ func (t *tunnel) acceptLoop(ln *socksbind.Listener) error {
 // have ended. Either way, no connection is taken from the moment the line
 // that says so is logged.
 func (t *tunnel) stop(ln *socksbind.Listener) {
+	t.stats.ready.Store(false)
 	if ln.Multiplexed() {
 		open := t.conns.stop()
-		t.log.Print("stopping: new connections are turned away")
+		t.log.Info("stopping: new connections are turned away")
 		t.finish(open)
 		ln.Close()
 		return
 	}
 	ln.Close()
 	open := t.conns.stop()
-	t.log.Print("stopping: the proxy no longer listens")
+	t.log.Info("stopping: the proxy no longer listens")
 	t.finish(open)
 }
 
@@ -121,29 +187,39 @@ func (t *tunnel) stop(ln *socksbind.Listener) {
 // the grace period; then it closes those still open.
 func (t *tunnel) finish(open int) {
 	if open > 0 {
-		t.log.Printf("waiting up to %v for %d open connection%s", t.cfg.grace, open, plural(open))
+		t.log.Info("waiting for open connections", "open", open, "grace", t.cfg.grace)
 	}
 	if cut := t.conns.wait(t.cfg.grace, t.cancelForce); cut > 0 {
-		t.log.Printf("closed %d connection%s still open after %v", cut, plural(cut), t.cfg.grace)
+		t.log.Warn("closed connections still open after the grace period", "closed", cut, "grace", t.cfg.grace)
 	}
 }
 
-// serve relays c to the service and logs the connection when it ends.
+// serve relays c to the service, after the PROXY protocol header when
+// asked, and logs the connection when it ends.
 func (t *tunnel) serve(c net.Conn, start time.Time) {
 	defer t.conns.done(c)
 	peer := c.RemoteAddr()
 	d := net.Dialer{Timeout: t.cfg.dialTimeout}
 	var up, down int64
-	svc, err := d.DialContext(t.force, "tcp", t.cfg.target)
+	svc, err := d.DialContext(t.force, "tcp", t.spec.target)
+	if err != nil {
+		t.stats.refusals.Add(1)
+		err = fmt.Errorf("service unreachable: %w", err)
+	} else if h := t.cfg.proxyProtocol.header(peer, c.LocalAddr()); h != nil {
+		if _, err = svc.Write(h); err != nil {
+			svc.Close()
+			err = fmt.Errorf("PROXY protocol header: %w", err)
+		}
+	}
 	if err != nil {
 		c.Close()
-		err = fmt.Errorf("service unreachable: %w", err)
 	} else {
-		up, down, err = relay(c, svc)
+		up, down, err = relay(c, svc, t.stats.addUp, t.stats.addDown)
 	}
 	if err != nil && t.force.Err() != nil {
 		err = fmt.Errorf("closed after the grace period of %v", t.cfg.grace)
 	}
+	t.stats.open.Add(-1) // before the line, which tells a reader it has ended
 	t.logConn(peer, up, down, start, err)
 }
 
@@ -151,11 +227,12 @@ func (t *tunnel) serve(c net.Conn, start time.Time) {
 // from the peer to the service (up) and back (down), how long it lasted,
 // and what went wrong, if anything.
 func (t *tunnel) logConn(peer net.Addr, up, down int64, start time.Time, err error) {
-	line := fmt.Sprintf("peer=%v up=%d down=%d dur=%.3fs", peer, up, down, time.Since(start).Seconds())
+	args := []any{"peer", peer.String(), "up", up, "down", down, "dur", time.Since(start).Round(time.Microsecond)}
 	if err != nil {
-		line += fmt.Sprintf(" err=%q", err.Error())
+		t.log.Warn("connection", append(args, "err", err.Error())...)
+		return
 	}
-	t.log.Print(line)
+	t.log.Info("connection", args...)
 }
 
 // started logs where the service is reachable, and how.
@@ -164,7 +241,7 @@ func (t *tunnel) started(ln *socksbind.Listener) {
 	switch {
 	case ln.Multiplexed():
 		how = "multiplexed BIND: concurrent connections"
-	case t.cfg.port == 0:
+	case t.spec.port == 0:
 		how = "standard BIND: one connection at a time, and the port may change after each"
 	default:
 		how = "standard BIND: one connection at a time"
@@ -174,21 +251,41 @@ func (t *tunnel) started(ln *socksbind.Listener) {
 	}
 	addr := ln.Addr().String()
 	t.reach.set(addr)
-	t.log.Printf("%s reachable at %s (%s)", t.cfg.target, addr, how)
+	args := []any{"addr", addr, "how", how}
+	if retries, after, ok := t.troubles.recovered(); ok {
+		args = append(args, "retries", retries, "after", after)
+	}
+	t.log.Info("reachable", args...)
 }
 
 // armed is the listener's Armed hook: it logs the address when it has
 // changed, or when the listener is back after trouble that was logged.
 func (t *tunnel) armed(a net.Addr) {
+	t.stats.armed()
 	addr := a.String()
 	changed := t.reach.set(addr)
-	after := t.troubles.recovered()
+	retries, after, logged := t.troubles.recovered()
+	var args []any
+	if logged {
+		args = []any{"retries", retries, "after", after}
+	}
 	switch {
 	case changed:
-		t.log.Printf("now reachable at %s%s", addr, after)
-	case after != "":
-		t.log.Printf("reachable again at %s%s", addr, after)
+		t.log.Info("now reachable", append([]any{"addr", addr}, args...)...)
+	case logged:
+		t.log.Info("reachable again", append([]any{"addr", addr}, args...)...)
 	}
+}
+
+// retrying is the listener's Retrying hook, and is called for the retries
+// of listen as well. A multiplexed listener calls it with no wait for a
+// stream it could not take (the proxy spoiled its header): that peer is
+// lost, but the tunnel stays armed, so it is logged and nothing more.
+func (t *tunnel) retrying(err error, wait time.Duration) {
+	if wait > 0 {
+		t.stats.retrying()
+	}
+	t.troubles.retrying(err, wait)
 }
 
 // reachability is the address the operator was last told of.
@@ -211,7 +308,7 @@ func (r *reachability) set(addr string) bool {
 // many were left out. Errors are of a kind when their texts are the same
 // but for numbers (ports, counts).
 type troubleLog struct {
-	log    *log.Logger
+	log    *slog.Logger
 	window time.Duration
 	now    func() time.Time
 
@@ -229,7 +326,7 @@ type trouble struct {
 	suppressed int       // how many were not logged since
 }
 
-func newTroubleLog(logger *log.Logger, window time.Duration, now func() time.Time) *troubleLog {
+func newTroubleLog(logger *slog.Logger, window time.Duration, now func() time.Time) *troubleLog {
 	return &troubleLog{log: logger, window: window, now: now, kinds: make(map[string]*trouble)}
 }
 
@@ -253,35 +350,30 @@ func (l *troubleLog) retrying(err error, wait time.Duration) {
 		tr.suppressed++
 		return
 	}
-	line := "proxy trouble"
+	var args []any
 	if wait > 0 {
-		line += fmt.Sprintf(", retrying in %v", wait)
+		args = append(args, "retry_in", wait)
 	}
-	line += ": " + err.Error()
 	if tr.suppressed > 0 {
-		line += fmt.Sprintf(" (%d more like it not shown since %v ago)", tr.suppressed, now.Sub(tr.logged).Round(time.Second))
+		args = append(args, "suppressed", tr.suppressed, "since", now.Sub(tr.logged).Round(time.Second))
 	}
-	l.log.Print(line)
+	args = append(args, "err", err.Error())
+	l.log.Warn("proxy trouble", args...)
 	tr.logged, tr.suppressed = now, 0
 	l.reported = true
 }
 
 // recovered ends the trouble since the listener last armed. When a line
-// about it was logged, it returns a note on how long it lasted, for the
-// line that says the service is reachable again.
-func (l *troubleLog) recovered() string {
+// about it was logged, it returns how many retries there were and how
+// long they lasted, for the line that says the service is reachable again.
+func (l *troubleLog) recovered() (retries int, after time.Duration, logged bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var note string
 	if l.reported {
-		retries := "retries"
-		if l.retries == 1 {
-			retries = "retry"
-		}
-		note = fmt.Sprintf(" (after %d %s in %v)", l.retries, retries, l.now().Sub(l.since).Round(time.Millisecond))
+		retries, after, logged = l.retries, l.now().Sub(l.since).Round(time.Millisecond), true
 	}
 	l.retries, l.reported = 0, false
-	return note
+	return retries, after, logged
 }
 
 // connSet holds the connections being served, for the grace period when
@@ -350,49 +442,4 @@ func (s *connSet) wait(grace time.Duration, force func()) int {
 	s.mu.Unlock()
 	<-done
 	return n
-}
-
-// relay copies between the peer's connection and the service's until both
-// directions are done, and returns the bytes that went from the peer to
-// the service (up) and back (down). The end of one direction is passed on
-// as a half-close of the other side; a side that cannot half-close is
-// closed. A failure in either direction (a side gone: reset, broken pipe)
-// closes both and is returned.
-func relay(peer, svc net.Conn) (up, down int64, err error) {
-	var once sync.Once
-	var first error
-	end := func(err error) {
-		once.Do(func() {
-			first = err
-			peer.Close()
-			svc.Close()
-		})
-	}
-	upDone := make(chan int64, 1)
-	go func() { upDone <- pipe(svc, peer, end) }()
-	down = pipe(peer, svc, end)
-	up = <-upDone
-	end(nil)
-	return up, down, first
-}
-
-// pipe copies src to dst, then half-closes dst. It calls end with the
-// failure, or with nil when dst cannot half-close.
-func pipe(dst, src net.Conn, end func(error)) int64 {
-	n, err := io.Copy(dst, src)
-	if err != nil {
-		end(err)
-		return n
-	}
-	if netutil.CloseWrite(dst, nil, nil) != nil {
-		end(nil)
-	}
-	return n
-}
-
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
 }

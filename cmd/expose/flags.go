@@ -1,112 +1,103 @@
-// Command expose publishes a TCP service of this host through a remote
-// SOCKS5 proxy, as ssh -R does through an SSH server: the proxy listens with
-// the BIND command, and every connection that reaches it is relayed to the
-// service.
-//
-//	go run ./examples/expose -proxy socks5://proxy.example:1080 -listen :8080 -to 127.0.0.1:3000
-//	ALL_PROXY=socks5h://proxy.example go run ./examples/expose -to 127.0.0.1:3000
-//	go run ./examples/expose -h
-//
-// With a proxy that has GOST's multiplexed BIND, every peer reaches one
-// address, concurrently. Any other SOCKS5 proxy (Dante) carries one
-// connection per BIND: expose asks again after each, and with -listen :0 the
-// proxy may pick another port each time, which expose prints.
-//
-// The logic is in tunnel.go, tested against the in-process server of
-// socks5test; the integration tests run the program against Dante and GOST.
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/netip"
 	"net/url"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/proxyext"
 )
 
-const usage = `Usage: expose -to HOST:PORT [-proxy URL] [-listen :PORT] [flags]
+const usage = `Usage: expose -tunnel LISTEN=TO [-tunnel LISTEN=TO ...] [-proxy URL] [flags]
+       expose -to HOST:PORT [-listen :PORT] [-proxy URL] [flags]
 
-Publish a TCP service of this host through a remote SOCKS5 proxy, as ssh -R
+Publish TCP services of this host through a remote SOCKS5 proxy, as ssh -R
 does through an SSH server: the proxy listens (SOCKS5 BIND) and every
-connection that reaches it is relayed to the service.
+connection that reaches it is relayed to the service. Each -tunnel is its
+own listener at the proxy: LISTEN is the port the proxy listens on (:8080,
+or :0 for any), TO the service (127.0.0.1:3000). -listen and -to give one
+tunnel.
 
 A proxy with GOST's multiplexed BIND takes any number of connections at one
 address. Any other SOCKS5 proxy (Dante) takes one connection per BIND, and
-expose asks again after each: with -listen :0 the proxy may then pick another
-port, and expose prints the new address; a fixed port is unavailable while a
+expose asks again after each: with port 0 the proxy may then pick another
+port, and expose logs the new address; a fixed port is unavailable while a
 connection holds it, and on Dante for about a minute after the service closed
 a connection first (TIME_WAIT), and expose waits until it is free again.
 
+A tunnel whose port the proxy cannot give (taken, refused) or whose proxy is
+unreachable keeps retrying with backoff while the others serve. Trouble that
+expose waits out is logged when it starts and then at most every 30 seconds.
+A refusal that retrying cannot mend (the proxy's rules, the credentials, a
+proxy without multiplexed BIND under -mux on) ends expose.
+
+With -proxy-protocol, each connection to the service starts with a PROXY
+protocol header (HAProxy's, v1 text or v2 binary) naming the peer and the
+address it connected to at the proxy; the service must expect it (nginx:
+listen ... proxy_protocol).
+
+With -status ADDR, expose serves over HTTP at ADDR: /ready answers 200 while
+every tunnel is armed at the proxy (a peer can connect), 503 otherwise;
+/metrics gives connections, bytes, refusals by the service, retries and
+re-established sessions per tunnel, in Prometheus text format.
+
 Each connection is logged when it ends: the peer, the bytes from the peer to
-the service (up) and back (down), and how long it lasted. Trouble with the
-proxy that expose waits out is logged when it starts and then at most every
-30 seconds, not at every retry.
+the service (up) and back (down), and how long it lasted.
 
 SIGINT or SIGTERM stops taking connections and waits up to -grace for the
 open ones; a second signal ends expose at once. Exit status: 0 after a
-signal, 1 when the proxy fails, 2 for a usage error.
+signal, 1 when a tunnel fails for good, 2 for a usage error.
 
 Flags:
 `
 
 const example = `
 Examples:
-  expose -proxy socks5://proxy.example:1080 -listen :8080 -to 127.0.0.1:3000
-  ALL_PROXY=socks5h://user:pass@proxy.example expose -to 127.0.0.1:22
-  expose -proxy 'socks5://proxy.example?bind=mux' -to 127.0.0.1:3000
+  expose -proxy socks5://proxy.example:1080 -tunnel :8080=127.0.0.1:3000
+  ALL_PROXY=socks5h://user:pass@proxy.example expose -tunnel :2222=127.0.0.1:22
+  expose -proxy 'socks5://proxy.example?bind=mux' -tunnel :80=127.0.0.1:8080 -tunnel :443=127.0.0.1:8443
+  expose -proxy socks5://proxy.example -proxy-protocol v2 -status 127.0.0.1:9100 -tunnel :80=127.0.0.1:8080
 `
-
-func main() {
-	cfg, err := parseArgs(os.Args[1:], os.Stderr, os.Getenv)
-	var bad badFlags
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0)
-	case errors.As(err, &bad):
-		os.Exit(2) // the flag package has said why
-	case err != nil:
-		fmt.Fprintf(os.Stderr, "expose: %v (expose -h for help)\n", err)
-		os.Exit(2)
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-ctx.Done()
-		stop() // a second signal ends the program at once
-	}()
-	t := newTunnel(cfg, log.New(os.Stderr, "expose: ", 0))
-	if err := t.run(ctx); err != nil {
-		t.log.Print(explain(err, cfg))
-		os.Exit(1)
-	}
-}
 
 // config is what the command line asks for.
 type config struct {
-	dialer      *socksbind.Dialer
-	proxy       string // the proxy's URL, redacted
-	network     string // "tcp", "tcp4" or "tcp6"
-	listen      string // the BIND address: ":PORT"
-	port        int    // its port; 0 follows the proxy
-	target      string // the service, HOST:PORT
-	mux         socksbind.Multiplex
-	advertise   netip.Addr
-	retryLimit  time.Duration
-	dialTimeout time.Duration
-	grace       time.Duration
+	dialer        *socksbind.Dialer
+	proxy         string // the proxy's URL, redacted
+	tunnels       []tunnelSpec
+	mux           socksbind.Multiplex
+	advertise     netip.Addr
+	proxyProtocol proxyProtocol
+	status        string // the address of /ready and /metrics, or ""
+	logJSON       bool
+	retryLimit    time.Duration
+	dialTimeout   time.Duration
+	grace         time.Duration
+}
+
+// tunnelSpec is one tunnel of the command line.
+type tunnelSpec struct {
+	network string // "tcp", "tcp4" or "tcp6"
+	listen  string // the BIND address: ":PORT"
+	port    int    // its port; 0 follows the proxy
+	target  string // the service, HOST:PORT
+}
+
+// tunnelFlags collects the repeated -tunnel flag.
+type tunnelFlags []string
+
+func (f *tunnelFlags) String() string { return strings.Join(*f, " ") }
+
+func (f *tunnelFlags) Set(s string) error {
+	*f = append(*f, s)
+	return nil
 }
 
 // parseArgs reads the command line and the environment (through getenv):
@@ -120,11 +111,16 @@ func parseArgs(args []string, out io.Writer, getenv func(string) string) (config
 		fs.PrintDefaults()
 		fmt.Fprint(out, example)
 	}
+	var tunnels tunnelFlags
+	fs.Var(&tunnels, "tunnel", "a tunnel, `LISTEN=TO`: the port at the proxy and the service, such as :8080=127.0.0.1:3000 (repeat for more)")
 	proxyURL := fs.String("proxy", "", "SOCKS5 proxy `URL`: socks5://[USER:PASS@]HOST[:PORT], or socks5h:// (default: $ALL_PROXY)")
-	listen := fs.String("listen", ":0", "`:PORT` for the proxy to listen on; :0 takes the port the proxy picks")
-	to := fs.String("to", "", "the service to publish (required): `HOST:PORT`, such as 127.0.0.1:3000")
+	listen := fs.String("listen", "", "`:PORT` for the proxy to listen on, with -to; :0 (the default) takes the port the proxy picks")
+	to := fs.String("to", "", "the service to publish, `HOST:PORT`, such as 127.0.0.1:3000: one tunnel, in place of -tunnel")
 	mux := fs.String("mux", "", "`mode` of listening: auto (multiplexed BIND when the proxy has it), on or off\n(default: the proxy URL's bind=mux or bind=auto, else auto)")
 	advertise := fs.String("advertise", "", "`IP` to print in place of the one the proxy reports (a proxy behind NAT)")
+	proxyProto := fs.String("proxy-protocol", "", "`version` of the PROXY protocol header sent to the service first: v1 or v2 (default: none)")
+	statusAddr := fs.String("status", "", "`ADDR` to serve /ready and /metrics on, such as 127.0.0.1:9100 (default: none)")
+	logFormat := fs.String("log", "text", "log `format`: text or json")
 	retryLimit := fs.Duration("retry-limit", 0, "give up once the proxy has failed for this long (0: never)")
 	dialTimeout := fs.Duration("dial-timeout", 5*time.Second, "bound of each connection to the service")
 	grace := fs.Duration("grace", 5*time.Second, "how long open connections may go on after SIGINT or SIGTERM")
@@ -139,13 +135,7 @@ func parseArgs(args []string, out io.Writer, getenv func(string) string) (config
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected argument %q: flags only", fs.Arg(0))
 	}
-	if cfg.network, cfg.listen, cfg.port, err = parseListen(*listen); err != nil {
-		return cfg, err
-	}
-	if *to == "" {
-		return cfg, errors.New("-to is required: the service to publish, such as -to 127.0.0.1:3000")
-	}
-	if cfg.target, err = parseTarget(*to); err != nil {
+	if cfg.tunnels, err = parseTunnels(tunnels, *listen, *to); err != nil {
 		return cfg, err
 	}
 	var flagMux socksbind.Multiplex
@@ -158,6 +148,22 @@ func parseArgs(args []string, out io.Writer, getenv func(string) string) (config
 		if cfg.advertise, err = netip.ParseAddr(*advertise); err != nil {
 			return cfg, fmt.Errorf("-advertise %q: not an IP address", *advertise)
 		}
+	}
+	if cfg.proxyProtocol, err = parseProxyProtocol(*proxyProto); err != nil {
+		return cfg, err
+	}
+	if *statusAddr != "" {
+		if _, _, err := net.SplitHostPort(*statusAddr); err != nil {
+			return cfg, fmt.Errorf("-status %q: want HOST:PORT, such as 127.0.0.1:9100", *statusAddr)
+		}
+		cfg.status = *statusAddr
+	}
+	switch *logFormat {
+	case "text":
+	case "json":
+		cfg.logJSON = true
+	default:
+		return cfg, fmt.Errorf("-log %q: want text or json", *logFormat)
 	}
 	switch {
 	case *retryLimit < 0:
@@ -187,6 +193,57 @@ func parseArgs(args []string, out io.Writer, getenv func(string) string) (config
 	return cfg, nil
 }
 
+// parseTunnels reads the -tunnel flags, or -listen and -to.
+func parseTunnels(flags []string, listen, to string) ([]tunnelSpec, error) {
+	switch {
+	case len(flags) > 0 && (listen != "" || to != ""):
+		return nil, errors.New("give either -tunnel LISTEN=TO (repeated) or -listen and -to, not both")
+	case len(flags) == 0 && to == "":
+		return nil, errors.New("no service to publish: give -tunnel LISTEN=TO, such as -tunnel :8080=127.0.0.1:3000")
+	case len(flags) == 0:
+		if listen == "" {
+			listen = ":0"
+		}
+		spec, err := parseTunnel("-listen", listen, "-to", to)
+		return []tunnelSpec{spec}, err
+	}
+	var specs []tunnelSpec
+	seen := make(map[string]bool)
+	ports := make(map[int]bool)
+	for _, f := range flags {
+		l, t, ok := strings.Cut(f, "=")
+		if !ok {
+			return nil, fmt.Errorf("-tunnel %q: want LISTEN=TO, such as :8080=127.0.0.1:3000", f)
+		}
+		spec, err := parseTunnel("-tunnel "+f+": LISTEN", l, "TO", t)
+		if err != nil {
+			return nil, err
+		}
+		key := spec.listen + "=" + spec.target
+		switch {
+		case seen[key]:
+			return nil, fmt.Errorf("-tunnel %s given twice", key)
+		case spec.port != 0 && ports[spec.port]:
+			return nil, fmt.Errorf("-tunnel %s: port %d is asked for by another tunnel", f, spec.port)
+		}
+		seen[key], ports[spec.port] = true, spec.port != 0
+		specs = append(specs, spec)
+	}
+	return specs, nil
+}
+
+// parseTunnel reads a tunnel's listen address and service, naming them
+// as listenName and toName in errors.
+func parseTunnel(listenName, listen, toName, to string) (tunnelSpec, error) {
+	var spec tunnelSpec
+	var err error
+	if spec.network, spec.listen, spec.port, err = parseListen(listenName, listen); err != nil {
+		return spec, err
+	}
+	spec.target, err = parseTarget(toName, to)
+	return spec, err
+}
+
 // badFlags is an error of the flag package, which has printed it with the
 // usage.
 type badFlags struct{ error }
@@ -194,13 +251,16 @@ type badFlags struct{ error }
 // parseListen reads -listen: a port, with no host or an unspecified one
 // that picks the family. A host would mean different things to different
 // proxies (the expected peer to Dante, the address to listen on to GOST).
-func parseListen(s string) (network, address string, port int, err error) {
+func parseListen(name, s string) (network, address string, port int, err error) {
+	if _, err := parsePort(s); err == nil {
+		s = ":" + s // a port alone
+	}
 	host, p, err := net.SplitHostPort(s)
 	if err == nil {
 		port, err = parsePort(p)
 	}
 	if err != nil {
-		return "", "", 0, fmt.Errorf("-listen %q: want :PORT, such as :8080 (:0 for any port)", s)
+		return "", "", 0, fmt.Errorf("%s %q: want :PORT, such as :8080 (:0 for any port)", name, s)
 	}
 	address = ":" + strconv.Itoa(port)
 	switch host {
@@ -211,11 +271,11 @@ func parseListen(s string) (network, address string, port int, err error) {
 	case "::":
 		return "tcp6", address, port, nil
 	}
-	return "", "", 0, fmt.Errorf("-listen %q: give the port alone, :%d (the proxy decides where it listens)", s, port)
+	return "", "", 0, fmt.Errorf("%s %q: give the port alone, :%d (the proxy decides where it listens)", name, s, port)
 }
 
 // parseTarget reads -to: HOST:PORT with a port from 1 to 65535.
-func parseTarget(s string) (string, error) {
+func parseTarget(name, s string) (string, error) {
 	host, p, err := net.SplitHostPort(s)
 	if err == nil {
 		var port int
@@ -225,7 +285,7 @@ func parseTarget(s string) (string, error) {
 		}
 	}
 	if err != nil {
-		return "", fmt.Errorf("-to %q: want HOST:PORT, such as 127.0.0.1:3000", s)
+		return "", fmt.Errorf("%s %q: want HOST:PORT, such as 127.0.0.1:3000", name, s)
 	}
 	return net.JoinHostPort(host, p), nil
 }
@@ -315,7 +375,7 @@ func proxyFrom(raw string, getenv func(string) string) (*socksbind.Dialer, strin
 
 // explain turns a failure of the listener into a line for the operator,
 // with a hint where the cause is clear.
-func explain(err error, cfg config) string {
+func explain(err error, cfg config, spec tunnelSpec) string {
 	msg := err.Error()
 	switch {
 	case cfg.mux == socksbind.MultiplexOn && errors.Is(err, socksbind.ErrCommandNotSupported):
@@ -323,7 +383,7 @@ func explain(err error, cfg config) string {
 	case errors.Is(err, socksbind.ErrNotAllowed):
 		msg += " (the proxy's rules forbid BIND for this client)"
 	case errors.Is(err, socksbind.ErrAddressInUse):
-		msg += fmt.Sprintf(" (port %d is taken at the proxy: another -listen port, or :0 for any)", cfg.port)
+		msg += fmt.Sprintf(" (port %d is taken at the proxy: ask for another port, or :0 for any)", spec.port)
 	case errors.Is(err, socksbind.ErrAuthRejected):
 		msg += " (check the user name and password in the proxy URL)"
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"net/netip"
@@ -61,10 +62,8 @@ func TestParseArgs(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, err := parseArgs(tt.args, &bytes.Buffer{}, env(tt.env))
 			require.NoError(t, err)
-			assert.Equal(t, tt.network, cfg.network)
-			assert.Equal(t, tt.listen, cfg.listen)
-			assert.Equal(t, tt.port, cfg.port)
-			assert.Equal(t, tt.target, cfg.target)
+			require.Len(t, cfg.tunnels, 1)
+			assert.Equal(t, tunnelSpec{network: tt.network, listen: tt.listen, port: tt.port, target: tt.target}, cfg.tunnels[0])
 			assert.Equal(t, tt.mux, cfg.mux)
 			assert.Equal(t, tt.proxy, cfg.proxy)
 			assert.NotNil(t, cfg.dialer)
@@ -81,6 +80,25 @@ func TestParseArgs(t *testing.T) {
 		assert.Equal(t, time.Minute, cfg.retryLimit)
 		assert.Equal(t, 2*time.Second, cfg.dialTimeout)
 		assert.Zero(t, cfg.grace)
+		assert.Equal(t, proxyProtocolNone, cfg.proxyProtocol)
+		assert.Empty(t, cfg.status)
+		assert.False(t, cfg.logJSON)
+	})
+
+	t.Run("Tunnels", func(t *testing.T) {
+		cfg, err := parseArgs([]string{"-proxy", proxy, "-tunnel", ":8080=127.0.0.1:3000", "-tunnel", "2222=localhost:22",
+			"-tunnel", "[::]:0=[::1]:9000", "-tunnel", ":0=127.0.0.1:9000", "-proxy-protocol", "v2",
+			"-status", "127.0.0.1:9100", "-log", "json"}, &bytes.Buffer{}, env(nil))
+		require.NoError(t, err)
+		assert.Equal(t, []tunnelSpec{
+			{"tcp", ":8080", 8080, "127.0.0.1:3000"},
+			{"tcp", ":2222", 2222, "localhost:22"},
+			{"tcp6", ":0", 0, "[::1]:9000"},
+			{"tcp", ":0", 0, "127.0.0.1:9000"},
+		}, cfg.tunnels)
+		assert.Equal(t, proxyProtocolV2, cfg.proxyProtocol)
+		assert.Equal(t, "127.0.0.1:9100", cfg.status)
+		assert.True(t, cfg.logJSON)
 	})
 }
 
@@ -113,11 +131,21 @@ func TestParseArgsMisconfigured(t *testing.T) {
 		{"MuxContradictsURL", []string{"-proxy", proxy + "?bind=mux", "-mux", "off", "-to", to}, nil,
 			"-mux off contradicts bind=mux in the proxy URL"},
 		{"UnknownMux", []string{"-proxy", proxy, "-mux", "yes", "-to", to}, nil, `-mux "yes": want auto, on or off`},
-		{"NoTarget", []string{"-proxy", proxy}, nil, "-to is required"},
+		{"NoTarget", []string{"-proxy", proxy}, nil, "no service to publish: give -tunnel LISTEN=TO"},
+		{"ListenWithoutTo", []string{"-proxy", proxy, "-listen", ":8080"}, nil, "no service to publish"},
+		{"TunnelAndTo", []string{"-proxy", proxy, "-tunnel", ":1=" + to, "-to", to}, nil, "give either -tunnel LISTEN=TO (repeated) or -listen and -to, not both"},
+		{"TunnelNoEquals", []string{"-proxy", proxy, "-tunnel", ":8080"}, nil, `-tunnel ":8080": want LISTEN=TO`},
+		{"TunnelBadTarget", []string{"-proxy", proxy, "-tunnel", ":8080=3000"}, nil, `TO "3000": want HOST:PORT`},
+		{"TunnelHost", []string{"-proxy", proxy, "-tunnel", "10.0.0.1:80=" + to}, nil, `LISTEN "10.0.0.1:80": give the port alone, :80`},
+		{"TunnelTwice", []string{"-proxy", proxy, "-tunnel", ":0=" + to, "-tunnel", ":0=" + to}, nil, "-tunnel :0=" + to + " given twice"},
+		{"TunnelSamePort", []string{"-proxy", proxy, "-tunnel", ":80=" + to, "-tunnel", ":80=127.0.0.1:1"}, nil, "port 80 is asked for by another tunnel"},
+		{"ProxyProtocol", []string{"-proxy", proxy, "-to", to, "-proxy-protocol", "v3"}, nil, `-proxy-protocol "v3": want v1 or v2`},
+		{"Status", []string{"-proxy", proxy, "-to", to, "-status", "9100"}, nil, `-status "9100": want HOST:PORT`},
+		{"LogFormat", []string{"-proxy", proxy, "-to", to, "-log", "xml"}, nil, `-log "xml": want text or json`},
 		{"TargetWithoutPort", []string{"-proxy", proxy, "-to", "127.0.0.1"}, nil, `-to "127.0.0.1": want HOST:PORT`},
 		{"TargetPortZero", []string{"-proxy", proxy, "-to", "127.0.0.1:0"}, nil, `-to "127.0.0.1:0": want HOST:PORT`},
 		{"TargetPortTooBig", []string{"-proxy", proxy, "-to", "127.0.0.1:65536"}, nil, `-to "127.0.0.1:65536": want HOST:PORT`},
-		{"ListenNoPort", []string{"-proxy", proxy, "-to", to, "-listen", "8080"}, nil, `-listen "8080": want :PORT`},
+		{"ListenNoColon", []string{"-proxy", proxy, "-to", to, "-listen", "80:80"}, nil, `-listen "80:80": give the port alone`},
 		{"ListenBadPort", []string{"-proxy", proxy, "-to", to, "-listen", ":http"}, nil, `-listen ":http": want :PORT`},
 		{"ListenHost", []string{"-proxy", proxy, "-to", to, "-listen", "127.0.0.1:8080"}, nil,
 			`-listen "127.0.0.1:8080": give the port alone, :8080`},
@@ -151,17 +179,30 @@ func TestParseArgsMisconfigured(t *testing.T) {
 		var out bytes.Buffer
 		_, err := parseArgs([]string{"-h"}, &out, env(nil))
 		assert.True(t, errors.Is(err, flag.ErrHelp))
-		assert.Contains(t, out.String(), "Usage: expose -to HOST:PORT")
+		assert.Contains(t, out.String(), "Usage: expose -tunnel LISTEN=TO")
 		assert.Contains(t, out.String(), "-grace duration")
 	})
 }
 
+func TestLogFormats(t *testing.T) {
+	var text, js bytes.Buffer
+	newLogger(&text, false).Info("reachable", "listen", ":8080", "addr", "127.0.0.1:8080")
+	assert.Regexp(t, `^time=\S+ level=INFO msg=reachable listen=:8080 addr=127.0.0.1:8080\n$`, text.String())
+	newLogger(&js, true).Info("reachable", "listen", ":8080", "addr", "127.0.0.1:8080")
+	var rec map[string]any
+	require.NoError(t, json.Unmarshal(js.Bytes(), &rec))
+	assert.Equal(t, "reachable", rec["msg"])
+	assert.Equal(t, ":8080", rec["listen"])
+	assert.Equal(t, "INFO", rec["level"])
+}
+
 func TestExplain(t *testing.T) {
-	cfg := config{mux: socksbind.MultiplexOn, port: 8080}
+	cfg := config{mux: socksbind.MultiplexOn}
+	spec := tunnelSpec{port: 8080}
 	err := errors.Join(errors.New("socks bind"), socksbind.ErrCommandNotSupported)
-	assert.Contains(t, explain(err, cfg), "the proxy has no multiplexed BIND: use -mux auto or -mux off")
+	assert.Contains(t, explain(err, cfg, spec), "the proxy has no multiplexed BIND: use -mux auto or -mux off")
 	cfg.mux = socksbind.MultiplexAuto
-	assert.NotContains(t, explain(err, cfg), "-mux")
-	assert.Contains(t, explain(socksbind.ErrAddressInUse, cfg), "port 8080 is taken at the proxy")
-	assert.Contains(t, explain(socksbind.ErrNotAllowed, cfg), "rules forbid BIND")
+	assert.NotContains(t, explain(err, cfg, spec), "-mux")
+	assert.Contains(t, explain(socksbind.ErrAddressInUse, cfg, spec), "port 8080 is taken at the proxy")
+	assert.Contains(t, explain(socksbind.ErrNotAllowed, cfg, spec), "rules forbid BIND")
 }

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
+	"log/slog"
 	"net"
 	"regexp"
 	"strconv"
@@ -32,12 +32,26 @@ import (
 // testTimeout is a safety net against a hung test, never a wait.
 const testTimeout = 10 * time.Second
 
+// The lines of the log that the tests read, as slog's text format writes
+// them without the time.
 var (
-	reachableLine = regexp.MustCompile(`^(\S+) reachable at (\S+) \((.*)\)$`)
-	nowLine       = regexp.MustCompile(`^now reachable at (\S+)(?: \(after (\d+) retr(?:y|ies) in \S+\))?$`)
-	armedLine     = regexp.MustCompile(`^(?:now reachable|reachable again) at (\S+)(?: \(after (\d+) retr(?:y|ies) in \S+\))?$`)
-	connLine      = regexp.MustCompile(`^peer=(\S+) up=(\d+) down=(\d+) dur=\d+\.\d{3}s(?: err="(.*)")?$`)
+	reachableLine = regexp.MustCompile(`^level=INFO msg=reachable listen=\S+ to=(\S+) addr=(\S+) how="([^"]*)"`)
+	nowLine       = regexp.MustCompile(`^level=INFO msg="now reachable" listen=\S+ to=\S+ addr=(\S+)(?: retries=(\d+) after=\S+)?$`)
+	armedLine     = regexp.MustCompile(`^level=INFO msg="(?:now reachable|reachable again)" listen=\S+ to=\S+ addr=(\S+)(?: retries=(\d+) after=\S+)?$`)
+	connLine      = regexp.MustCompile(`^level=(?:INFO|WARN) msg=connection listen=\S+ to=\S+ peer=(\S+) up=(\d+) down=(\d+) dur=\S+(?: err=("(?:[^"\\]|\\.)*"))?$`)
 )
+
+// testLogger returns a logger of slog's text format without the time, on w.
+func testLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+}
 
 // logLines is the tunnel's log as the test reads it: line by line, each
 // taken once, in any order.
@@ -93,7 +107,12 @@ func (l *logLines) nextConn(t *testing.T) (up, down int, errText string) {
 	m := l.next(t, connLine)
 	up, _ = strconv.Atoi(m[2])
 	down, _ = strconv.Atoi(m[3])
-	return up, down, m[4]
+	if m[4] != "" {
+		var err error
+		errText, err = strconv.Unquote(m[4])
+		require.NoError(t, err)
+	}
+	return up, down, errText
 }
 
 // count returns how many lines match re, taken or not.
@@ -109,6 +128,20 @@ func (l *logLines) count(re *regexp.Regexp) int {
 	return n
 }
 
+// lineOf returns the whole line that begins with prefix.
+func (l *logLines) lineOf(t *testing.T, prefix string) string {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range l.lines {
+		if strings.HasPrefix(line, prefix) {
+			return line
+		}
+	}
+	require.FailNow(t, "no such line", prefix)
+	return ""
+}
+
 func (l *logLines) text() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -119,7 +152,8 @@ func (l *logLines) text() string {
 type running struct {
 	log    *logLines
 	addr   string // where it said the service is reachable first
-	how    string // the parenthesis of that line
+	how    string // how it listens, as that line says
+	stats  *tunnelStats
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -140,8 +174,10 @@ func launch(t *testing.T, args ...string) *running {
 	t.Helper()
 	cfg, err := parseArgs(args, io.Discard, env(nil))
 	require.NoError(t, err)
+	require.Len(t, cfg.tunnels, 1)
 	r := &running{log: newLogLines(), done: make(chan error, 1)}
-	tun := newTunnel(cfg, log.New(r.log, "", 0))
+	tun := newTunnel(cfg, cfg.tunnels[0], testLogger(r.log))
+	r.stats = tun.stats
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	go func() { r.done <- tun.run(ctx) }()
@@ -385,7 +421,7 @@ func TestMultiplexed(t *testing.T) {
 
 	r.cancel()
 	require.NoError(t, r.wait(t))
-	r.log.next(t, regexp.MustCompile(`^stopping: new connections are turned away$`))
+	r.log.next(t, regexp.MustCompile(`^level=INFO msg="stopping: new connections are turned away"`))
 	pollNoBinds(t, srv)
 }
 
@@ -472,7 +508,7 @@ func TestStandardFixedPort(t *testing.T) {
 func TestGracefulShutdown(t *testing.T) {
 	leakcheck.Check(t)
 	echo := startEcho(t)
-	stopped := regexp.MustCompile(`^stopping: the proxy no longer listens$`)
+	stopped := regexp.MustCompile(`^level=INFO msg="stopping: the proxy no longer listens"`)
 
 	t.Run("Standard", func(t *testing.T) {
 		srv := startProxy(t, nil)
@@ -482,7 +518,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 		r.cancel()
 		r.log.next(t, stopped)
-		r.log.next(t, regexp.MustCompile(`^waiting up to 10s for 1 open connection$`))
+		r.log.next(t, regexp.MustCompile(`^level=INFO msg="waiting for open connections" .* open=1 grace=10s$`))
 		// The listener is closed: the proxy listens no more, for the
 		// next BIND it had armed included.
 		pollNoBinds(t, srv)
@@ -511,7 +547,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 		r.cancel()
 		require.NoError(t, r.wait(t))
-		r.log.next(t, regexp.MustCompile(`^closed 1 connection still open after 50ms$`))
+		r.log.next(t, regexp.MustCompile(`^level=WARN msg="closed connections still open after the grace period" .* closed=1 grace=50ms$`))
 		_, _, errText := r.log.nextConn(t)
 		assert.Equal(t, "closed after the grace period of 50ms", errText)
 		_, err := io.ReadAll(c)
@@ -535,8 +571,8 @@ func TestGracefulShutdown(t *testing.T) {
 		assert.Equal(t, "before", exchange(t, c, "before"))
 
 		r.cancel()
-		r.log.next(t, regexp.MustCompile(`^stopping: new connections are turned away$`))
-		r.log.next(t, regexp.MustCompile(`^waiting up to 10s for 1 open connection$`))
+		r.log.next(t, regexp.MustCompile(`^level=INFO msg="stopping: new connections are turned away"`))
+		r.log.next(t, regexp.MustCompile(`^level=INFO msg="waiting for open connections" .* open=1 grace=10s$`))
 		// Closing the listener would cut the open connection: a new
 		// peer reaches the proxy and is closed.
 		late := dialPeer(t, r.addr)
@@ -597,8 +633,11 @@ func TestTroubleLogged(t *testing.T) {
 	// before.
 	m := r.log.next(t, armedLine)
 	assert.Equal(t, strconv.Itoa(failures), m[2], "the line says how many retries there were")
-	assert.Equal(t, 1, r.log.count(regexp.MustCompile(`^proxy trouble, retrying in 5ms: socks bind `)), "one line for the trouble")
+	assert.Equal(t, 1, r.log.count(regexp.MustCompile(`^level=WARN msg="proxy trouble" .* retry_in=5ms err="socks bind `)), "one line for the trouble")
 	assert.Equal(t, 1, r.log.count(regexp.MustCompile(`trouble`)))
+	assert.Equal(t, uint64(failures), r.stats.retries.Load(), "retries counted for /metrics")
+	assert.Equal(t, uint64(1), r.stats.rearmed.Load(), "armed again after trouble: once")
+	assert.True(t, r.stats.ready.Load())
 
 	got, err = roundTrip(m[1], []byte("second"))
 	require.NoError(t, err)
@@ -635,7 +674,7 @@ func TestListenFails(t *testing.T) {
 	r := launch(t, "-proxy", srv.URL, "-to", "127.0.0.1:1", "-mux", "on")
 	err := r.wait(t)
 	assert.ErrorIs(t, err, socksbind.ErrCommandNotSupported)
-	assert.Contains(t, explain(err, config{mux: socksbind.MultiplexOn}), "use -mux auto or -mux off")
+	assert.Contains(t, explain(err, config{mux: socksbind.MultiplexOn}, tunnelSpec{}), "use -mux auto or -mux off")
 	assert.Zero(t, r.log.count(reachableLine))
 }
 
@@ -644,7 +683,7 @@ func TestListenFails(t *testing.T) {
 func TestTroubleLog(t *testing.T) {
 	var out bytes.Buffer
 	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := newTroubleLog(log.New(&out, "", 0), 30*time.Second, func() time.Time { return now })
+	l := newTroubleLog(testLogger(&out), 30*time.Second, func() time.Time { return now })
 	lines := func() []string {
 		s := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
 		out.Reset()
@@ -656,39 +695,46 @@ func TestTroubleLog(t *testing.T) {
 	inUse := func(port int) error {
 		return fmt.Errorf("socks bind tcp 127.0.0.1:1080->:8080: %w: asked for port 8080, got %d", socksbind.ErrAddressInUse, port)
 	}
+	line := func(attrs string, err error) string {
+		return "level=WARN msg=\"proxy trouble\" " + attrs + "err=" + strconv.Quote(err.Error())
+	}
 
 	// The same trouble, but for numbers, again and again: one line.
 	for i := range 100 {
 		l.retrying(inUse(40000+i), time.Second)
 		now = now.Add(100 * time.Millisecond)
 	}
-	assert.Equal(t, []string{"proxy trouble, retrying in 1s: " + inUse(40000).Error()}, lines())
+	assert.Equal(t, []string{line("retry_in=1s ", inUse(40000))}, lines())
 
 	// Another kind of trouble gets its own line at once.
 	refused := errors.New("socks bind tcp 127.0.0.1:1080->:8080: dial tcp 127.0.0.1:1080: connect: connection refused")
 	l.retrying(refused, time.Second)
 	l.retrying(refused, time.Second)
-	assert.Equal(t, []string{"proxy trouble, retrying in 1s: " + refused.Error()}, lines())
+	assert.Equal(t, []string{line("retry_in=1s ", refused)}, lines())
 
 	// Once the window is over, the next line says how many were left out.
 	now = now.Add(25 * time.Second)
 	l.retrying(inUse(41000), time.Second)
-	assert.Equal(t, []string{"proxy trouble, retrying in 1s: " + inUse(41000).Error() + " (99 more like it not shown since 35s ago)"}, lines())
+	assert.Equal(t, []string{line("retry_in=1s suppressed=99 since=35s ", inUse(41000))}, lines())
 
 	// Armed again: the note counts every retry, shown or not.
 	now = now.Add(500 * time.Millisecond)
-	assert.Equal(t, " (after 103 retries in 35.5s)", l.recovered())
-	assert.Empty(t, l.recovered(), "nothing since")
+	retries, after, logged := l.recovered()
+	assert.Equal(t, []any{103, 35500 * time.Millisecond, true}, []any{retries, after, logged})
+	_, _, logged = l.recovered()
+	assert.False(t, logged, "nothing since")
 
 	// Trouble that comes back within the window stays quiet, and so does
 	// its end.
 	l.retrying(inUse(42000), 5*time.Millisecond)
 	assert.Empty(t, lines())
-	assert.Empty(t, l.recovered())
+	_, _, logged = l.recovered()
+	assert.False(t, logged)
 
 	// A stream the proxy spoiled: nothing to wait for.
-	l.retrying(errors.New("socks multiplexed bind: MBIND stream reply: unexpected EOF"), 0)
-	assert.Equal(t, []string{"proxy trouble: socks multiplexed bind: MBIND stream reply: unexpected EOF"}, lines())
+	spoiled := errors.New("socks multiplexed bind: MBIND stream reply: unexpected EOF")
+	l.retrying(spoiled, 0)
+	assert.Equal(t, []string{line("", spoiled)}, lines())
 }
 
 func TestRelay(t *testing.T) {
@@ -757,7 +803,7 @@ type relayResult struct {
 func relayAsync(peer, svc net.Conn) <-chan relayResult {
 	done := make(chan relayResult, 1)
 	go func() {
-		up, down, err := relay(peer, svc)
+		up, down, err := relay(peer, svc, nil, nil)
 		done <- relayResult{up, down, err}
 	}()
 	return done
@@ -767,7 +813,7 @@ func relayAsync(peer, svc net.Conn) <-chan relayResult {
 type noCloseWrite struct{ net.Conn }
 
 // tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+func tcpPair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

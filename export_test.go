@@ -1,0 +1,22 @@
+package socksbind
+
+import (
+	"testing"
+	"time"
+)
+
+// SetMuxSilence sets how long a multiplexed listener's session may be
+// silent, until the test ends.
+func SetMuxSilence(t *testing.T, d time.Duration) {
+	old := muxSilence
+	muxSilence = d
+	t.Cleanup(func() { muxSilence = old })
+}
+
+// SetMuxBuffers sets the receive buffers of a multiplexed listener's
+// sessions, until the benchmark or test ends.
+func SetMuxBuffers(tb testing.TB, session, stream int) {
+	oldSession, oldStream := muxSessionBuffer, muxStreamBuffer
+	muxSessionBuffer, muxStreamBuffer = session, stream
+	tb.Cleanup(func() { muxSessionBuffer, muxStreamBuffer = oldSession, oldStream })
+}
