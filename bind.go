@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/netip"
 	"time"
-
-	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind/internal/deadlines"
 	"github.com/socksbind/socksbind/internal/wire"
@@ -178,21 +175,4 @@ func beforeReply(err error) bool {
 		return true
 	}
 	return errors.Is(err, ErrProtocolViolation)
-}
-
-// proxyIP is the proxy's own address: from ProxyAddress, or, when that is a
-// name and the proxy is reached directly, from the control connection c.
-// Otherwise the name itself.
-func (d *Dialer) proxyIP(c net.Conn) (netip.Addr, string) {
-	pa, err := parseAddr(d.ProxyAddress)
-	if err == nil && pa.IP.IsValid() {
-		return pa.IP, ""
-	}
-	if f := d.Forward; f == nil || f == proxy.Direct {
-		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-			ip, _ := netip.AddrFromSlice(ta.IP)
-			return ip.Unmap(), ""
-		}
-	}
-	return netip.Addr{}, pa.Name
 }

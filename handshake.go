@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/proxy"
+
 	"github.com/socksbind/socksbind/internal/deadlines"
 	"github.com/socksbind/socksbind/internal/dialctx"
 	"github.com/socksbind/socksbind/internal/wire"
@@ -340,4 +342,21 @@ func parseAddr(address string) (Addr, error) {
 	}
 	a.Name = host
 	return a, nil
+}
+
+// proxyIP is the proxy's own address: from ProxyAddress, or, when that is a
+// name and the proxy is reached directly, from the control connection c.
+// Otherwise the name itself.
+func (d *Dialer) proxyIP(c net.Conn) (netip.Addr, string) {
+	pa, err := parseAddr(d.ProxyAddress)
+	if err == nil && pa.IP.IsValid() {
+		return pa.IP, ""
+	}
+	if f := d.Forward; f == nil || f == proxy.Direct {
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			ip, _ := netip.AddrFromSlice(ta.IP)
+			return ip.Unmap(), ""
+		}
+	}
+	return netip.Addr{}, pa.Name
 }

@@ -516,27 +516,22 @@ func (a udpName) String() string  { return Addr(a).String() }
 
 // relayAddr is where the datagrams of an association go: the relay of
 // the proxy's reply, with an unspecified IP replaced by the proxy's own
-// (from ProxyAddress, else from the control connection, which reaches the
-// proxy directly), and a name resolved.
+// (see proxyIP), and a name resolved.
 func (d *Dialer) relayAddr(ctx context.Context, c net.Conn, bnd Addr) (netip.AddrPort, error) {
-	ip := bnd.IP
-	switch {
-	case bnd.Name != "":
+	ip, name := bnd.IP, bnd.Name
+	if name == "" && (!ip.IsValid() || ip.IsUnspecified()) {
+		ip, name = d.proxyIP(c)
+	}
+	if name != "" {
 		r := d.Resolver
 		if r == nil {
 			r = net.DefaultResolver
 		}
-		ips, err := r.LookupNetIP(ctx, "ip", bnd.Name)
+		ips, err := r.LookupNetIP(ctx, "ip", name)
 		if err != nil {
 			return netip.AddrPort{}, fmt.Errorf("relay address %s: %w", bnd, err)
 		}
 		ip = firstIP(ips)
-	case !ip.IsValid() || ip.IsUnspecified():
-		if pa, err := parseAddr(d.ProxyAddress); err == nil && pa.IP.IsValid() {
-			ip = pa.IP
-		} else if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-			ip = ta.AddrPort().Addr()
-		}
 	}
 	if bnd.Port == 0 {
 		return netip.AddrPort{}, fmt.Errorf("%w: relay port 0", ErrProtocolViolation)
