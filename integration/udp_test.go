@@ -181,7 +181,7 @@ func TestUDPResolver(t *testing.T) {
 	for _, p := range udpProxies {
 		t.Run(p.name, func(t *testing.T) {
 			leakcheck.Check(t)
-			want := []netip.Addr{netip.MustParseAddr("192.0.2.18"), netip.MustParseAddr("2001:db8::18")}
+			want := []netip.Addr{netip.MustParseAddr("127.0.0.18"), netip.MustParseAddr("::1")}
 			dns := dnsserver.Start(t, map[string][]netip.Addr{"service.example": want})
 			srv := p.start(t)
 			d := newDialer(t, srv.Addr, nil, nil)

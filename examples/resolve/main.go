@@ -68,7 +68,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintln(out, "in-process SOCKS5 server on", srv.Addr())
 		if *dns == "" {
 			ds, err := dnsserver.Listen("127.0.0.1:0", map[string][]netip.Addr{
-				demoName: {netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")},
+				demoName: {netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")},
 			})
 			if err != nil {
 				return err
