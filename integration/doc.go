@@ -3,11 +3,15 @@
 // only), tinyproxy (an HTTP CONNECT hop in front of a SOCKS server) and GOST
 // v3 (gost, SOCKS5 with BIND and GOST's multiplexed BIND, MBIND). The FTP
 // test (ftp_test.go) builds the example examples/ftpactive and runs it
-// against pyftpdlib, an FTP server, through Dante; the expose test
-// tests (expose_test.go, expose_status_test.go) build cmd/expose and run it
+// against pyftpdlib, an FTP server, through Dante; the expose tests
+// (expose_test.go, expose_status_test.go) build cmd/expose and run it
 // against Dante and GOST, with nginx behind it for the PROXY protocol; the
 // expose benchmarks (expose_bench_test.go) compare it with GOST's own rtcp
-// client.
+// client. The MBIND server tests (mbind_server_linux_test.go,
+// mbind_burst_linux_test.go) hold a multiplexed listener to what a kernel
+// listener does: a burst of 3,000 peers, a peer that is never read, an Accept
+// loop that pauses for 70 s, a GOST killed and restarted or stopped and
+// resumed; they run in parallel.
 // The UDP tests (udp_test.go) relay datagrams through Dante's and GOST's UDP
 // ASSOCIATE and GOST's UDP-TUN (also through tinyproxy), to a UDP echo server
 // and a DNS server that the tests start on loopback.
