@@ -424,3 +424,41 @@ func TestSOCKS5Dialer(t *testing.T) {
 	_, ok = SOCKS5Dialer(h)
 	assert.False(t, ok)
 }
+
+// TestListenConfig checks that the settings ListenConfig returns are the
+// URL's: bind=on listens with GOST's multiplexed BIND, and with no bind the
+// same proxy is asked for a standard BIND.
+func TestListenConfig(t *testing.T) {
+	leakcheck.Check(t)
+	srv := socks5test.NewUnstartedServer()
+	srv.Multiplex = true
+	srv.Start()
+	t.Cleanup(srv.Close)
+	for _, tt := range []struct {
+		query string
+		want  socksbind.Command
+	}{
+		{"?bind=on", socksbind.CmdMultiplexBind},
+		{"", socksbind.CmdBind},
+	} {
+		t.Run(tt.want.String(), func(t *testing.T) {
+			d, err := FromURL(mustParse(t, srv.URL+tt.query), nil)
+			require.NoError(t, err)
+			lc, ok := ListenConfig(d)
+			require.True(t, ok)
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			ln, err := lc.Listen(ctx, "tcp", ":0")
+			require.NoError(t, err)
+			assert.Equal(t, tt.want == socksbind.CmdMultiplexBind, ln.Multiplexed())
+			if ln.Multiplexed() {
+				serveHTTP(t, ln, 3) // many peers at one address
+			} else {
+				require.NoError(t, ln.Close())
+			}
+			reqs := srv.Requests()
+			require.NotEmpty(t, reqs)
+			assert.Equal(t, tt.want, reqs[len(reqs)-1].Command)
+		})
+	}
+}
