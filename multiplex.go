@@ -379,9 +379,9 @@ func (e *muxEngine) greet(s *muxSession, st *smux.Stream) {
 	case err != nil && s.cause() != nil:
 		err = nil // the session's end, which run reports
 	case isTimeout(err):
-		err = e.err(peerError{wire.AtStage("MBIND stream reply", &deadlines.TimeoutError{Limit: limit, Hint: "a stream without its header"})})
+		err = e.err(peerError{wire.AtStage(wire.StageMBINDStreamReply, &deadlines.TimeoutError{Limit: limit, Hint: "a stream without its header"})})
 	case err != nil:
-		err = e.err(peerError{wire.AtStage("MBIND stream reply", err)})
+		err = e.err(peerError{wire.AtStage(wire.StageMBINDStreamReply, err)})
 	case rep != ReplySucceeded:
 		err = e.err(peerError{peerReplyError(rep, peer)})
 	}

@@ -148,10 +148,6 @@ func (d *httpDialer) handshake(ctx context.Context, raw net.Conn, deadline time.
 	return c, nil
 }
 
-// stageResponse names the proxy's answer to CONNECT in the errors of one
-// cut short or malformed.
-const stageResponse = "HTTP CONNECT response"
-
 func (d *httpDialer) connect(raw net.Conn, address string) (net.Conn, error) {
 	c := raw
 	if d.tls != nil {
@@ -173,7 +169,7 @@ func (d *httpDialer) connect(raw net.Conn, address string) (net.Conn, error) {
 	br := bufio.NewReader(c)
 	code, reason, err := readResponse(br)
 	if err != nil {
-		return nil, wire.AtStage(stageResponse, err)
+		return nil, wire.AtStage(wire.StageHTTPConnect, err)
 	}
 	if code/100 != 2 {
 		return nil, &statusError{code: code, reason: reason}
