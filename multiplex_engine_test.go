@@ -56,7 +56,7 @@ func newScriptedMux(t *testing.T, config func(n int) *smux.Config) *scriptedMux 
 			if err == nil {
 				_, err = c.Write([]byte{5, 0, 0, 1, 127, 0, 0, 1, 0x11, 0x5c}) // port 4444
 			}
-			cfg := socks5test.MultiplexConfig()
+			cfg := smux.DefaultConfig()
 			if config != nil {
 				cfg = config(n)
 			}
@@ -335,7 +335,7 @@ func TestMultiplexSessionRestored(t *testing.T) {
 func TestMultiplexSilentProxy(t *testing.T) {
 	socksbind.SetMuxSilence(t, 300*time.Millisecond)
 	p := newScriptedMux(t, func(n int) *smux.Config {
-		cfg := socks5test.MultiplexConfig()
+		cfg := smux.DefaultConfig()
 		if n == 0 {
 			cfg.KeepAliveDisabled = true
 		} else {
@@ -637,7 +637,7 @@ func TestMultiplexFullBufferIsNotSilence(t *testing.T) {
 	socksbind.SetMuxSilence(t, 300*time.Millisecond)
 	socksbind.SetMuxBuffers(t, 64<<10, 64<<10)
 	p := newScriptedMux(t, func(int) *smux.Config {
-		cfg := socks5test.MultiplexConfig()
+		cfg := smux.DefaultConfig()
 		cfg.KeepAliveInterval = 50 * time.Millisecond
 		return cfg
 	})

@@ -15,6 +15,7 @@ import (
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/connectproxy"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -164,7 +165,7 @@ func assertSOCKS(t *testing.T, srv *socks5test.Server, target, user string) {
 		}
 		assert.Equal(t, socksbind.CmdConnect, r.Command)
 		host, _, _ := net.SplitHostPort(target)
-		if r.Dst.Type() == socksbind.AddrDomain {
+		if wire.Addr(r.Dst).Type() == wire.AddrDomain {
 			assert.Equal(t, host, r.Dst.Name)
 		} else {
 			assert.Equal(t, loopback4, r.Dst.IP, "resolved locally")

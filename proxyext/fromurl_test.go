@@ -21,6 +21,7 @@ import (
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/connectproxy"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -219,11 +220,11 @@ func TestRedact(t *testing.T) {
 func TestResolution(t *testing.T) {
 	tests := []struct {
 		scheme      string
-		wantType    socksbind.AddrType
+		wantType    wire.AddrType
 		wantQueries bool
 	}{
-		{scheme: "socks5", wantType: socksbind.AddrIPv4, wantQueries: true},
-		{scheme: "socks5h", wantType: socksbind.AddrDomain},
+		{scheme: "socks5", wantType: wire.AddrIPv4, wantQueries: true},
+		{scheme: "socks5h", wantType: wire.AddrDomain},
 	}
 	for _, tt := range tests {
 		t.Run(tt.scheme, func(t *testing.T) {
@@ -242,8 +243,8 @@ func TestResolution(t *testing.T) {
 
 			reqs := srv.Requests()
 			require.Len(t, reqs, 1)
-			assert.Equal(t, tt.wantType, reqs[0].Dst.Type())
-			if tt.wantType == socksbind.AddrDomain {
+			assert.Equal(t, tt.wantType, wire.Addr(reqs[0].Dst).Type())
+			if tt.wantType == wire.AddrDomain {
 				assert.Equal(t, echoName, reqs[0].Dst.Name)
 			} else {
 				assert.Equal(t, loopback4, reqs[0].Dst.IP)
