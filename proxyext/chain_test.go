@@ -53,6 +53,7 @@ var chains = []struct {
 		last := startSOCKS(t, map[string]string{"user": secret}, socks5test.BindReuse)
 		hop, err := FromURL(mustParse(t, cp.URLWithUser("hop", "hop-"+secret)), nil)
 		require.NoError(t, err)
+		trustTestCA(t, hop)
 		u := mustParse(t, last.URLWithUser("user", secret))
 		u.Scheme = "socks5h"
 		d, err := FromURL(u, hop)

@@ -187,6 +187,9 @@ func TestEnvironment(t *testing.T) {
 			if tt.wantType == wire.AddrIPv4 {
 				withResolver(t, d, (&fakeResolver{hosts: map[string]netip.Addr{echoName: loopback4}}).resolver())
 			}
+			if tt.wantVia == "https" {
+				trustTestCA(t, d)
+			}
 
 			c, err := cd.DialContext(context.Background(), "tcp", target)
 			if tt.wantDialErr != nil {

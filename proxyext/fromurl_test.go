@@ -3,6 +3,7 @@ package proxyext
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -300,6 +301,9 @@ func TestHTTPConnect(t *testing.T) {
 			}
 			d, err := FromURL(u, nil)
 			require.NoError(t, err)
+			if tt.tls {
+				trustTestCA(t, d)
+			}
 
 			c, err := d.(proxy.ContextDialer).DialContext(context.Background(), "tcp", target)
 			reqs := cp.Requests()
@@ -462,4 +466,25 @@ func TestListenConfig(t *testing.T) {
 			assert.Equal(t, tt.want, reqs[len(reqs)-1].Command)
 		})
 	}
+}
+
+// TestHTTPSProxyUnknownAuthority checks that an https proxy is verified
+// against the system's roots, which do not hold the test certificate, and
+// that the same dialer succeeds once it trusts it.
+func TestHTTPSProxyUnknownAuthority(t *testing.T) {
+	leakcheck.Check(t)
+	cp := startHTTP(t, nil, true)
+	target := "127.0.0.1:" + echoServer(t)
+	d, err := FromURL(mustParse(t, cp.URL), nil)
+	require.NoError(t, err)
+	_, err = d.Dial("tcp", target)
+	var unknown x509.UnknownAuthorityError
+	require.ErrorAs(t, err, &unknown, "%v", err)
+	assert.Empty(t, cp.Requests(), "nothing was asked of an unverified proxy")
+
+	trustTestCA(t, d)
+	c, err := d.Dial("tcp", target)
+	require.NoError(t, err)
+	defer c.Close()
+	assertEcho(t, c)
 }

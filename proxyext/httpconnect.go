@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -24,10 +23,6 @@ import (
 	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/wire"
 )
-
-// testRootCAs, when set by a test before any dial, replaces the system's
-// roots in the verification of an https proxy's certificate.
-var testRootCAs *x509.CertPool
 
 // httpDialer tunnels through an HTTP proxy with the CONNECT method.
 type httpDialer struct {
@@ -51,7 +46,7 @@ func newHTTP(u *url.URL, forward proxy.Dialer) (proxy.Dialer, error) {
 	}
 	d := &httpDialer{url: Redact(u), addr: addr, forward: forward, timeout: socksbind.DefaultHandshakeTimeout}
 	if secure {
-		d.tls = &tls.Config{ServerName: u.Hostname(), RootCAs: testRootCAs}
+		d.tls = &tls.Config{ServerName: u.Hostname()}
 	}
 	if u.User != nil {
 		pass, _ := u.User.Password()
