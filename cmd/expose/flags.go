@@ -316,13 +316,13 @@ func proxyFrom(raw string) (socksbind.ListenConfig, string, error) {
 		d, err = proxyext.FromURL(u, nil)
 	} else {
 		d, err = proxyext.FromEnvironment()
-		if err == nil && d == proxy.Direct {
-			return socksbind.ListenConfig{}, "", fmt.Errorf("no proxy: give -proxy %s, or set ALL_PROXY", want)
-		}
 		label = fmt.Sprintf("%v (from ALL_PROXY)", d)
 	}
 	if err != nil {
 		return socksbind.ListenConfig{}, "", err // proxyext names the URL redacted
+	}
+	if d == proxy.Direct { // FromEnvironment without ALL_PROXY
+		return socksbind.ListenConfig{}, "", fmt.Errorf("no proxy: give -proxy %s, or set ALL_PROXY", want)
 	}
 	lc, ok := proxyext.ListenConfig(d)
 	if !ok {

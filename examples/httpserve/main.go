@@ -38,7 +38,7 @@ import (
 func main() {
 	proxyURL := flag.String("proxy", "", "SOCKS5 proxy URL, such as socks5h://127.0.0.1:1080 (default: an in-process one)")
 	listen := flag.String("listen", ":18080", "BIND address: \":PORT\" for a fixed port, \":0\" for any port")
-	multiplex := socksbind.MultiplexAuto
+	var multiplex socksbind.Multiplex
 	flag.TextVar(&multiplex, "mux", socksbind.MultiplexAuto, "multiplexed BIND: auto (when the proxy has it), on, or off;\nwithout -mux, the proxy URL's bind=on or bind=auto, if any")
 	requests := flag.Int("n", 6, "requests to send, at once, to the in-process setup before exiting")
 	flag.Parse()
