@@ -99,7 +99,7 @@ func (e *bindEngine) waitPeer(b *bind) (net.Conn, error) {
 	err = w.Done(err)
 	switch {
 	case err != nil:
-		err = e.err(wire.AtStage("BIND reply 2", err))
+		err = e.err(wire.AtStage(wire.StageBindReply2, err))
 	case rep != ReplySucceeded:
 		err = e.err(peerError{peerReplyError(rep, peer)})
 	default:
@@ -170,8 +170,8 @@ func (e *bindEngine) err(err error) error { return e.l.cmdErr(CmdBind, e.want, e
 // the request: in the greeting or the authentication, or with bytes that
 // are not SOCKS.
 func beforeReply(err error) bool {
-	var se *wire.StageError
-	if errors.As(err, &se) && (se.Stage == stageGreeting || se.Stage == stageAuth) {
+	switch wire.StageOf(err) {
+	case wire.StageGreeting, wire.StageAuth:
 		return true
 	}
 	return errors.Is(err, ErrProtocolViolation)

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -26,11 +27,11 @@ func TestDialConnect(t *testing.T) {
 		name    string
 		network string
 		host    string
-		atyp    socksbind.AddrType
+		atyp    wire.AddrType
 	}{
-		{"ipv4", "tcp4", "127.0.0.1", socksbind.AddrIPv4},
-		{"ipv6", "tcp6", "::1", socksbind.AddrIPv6},
-		{"domain", "tcp4", "localhost", socksbind.AddrDomain},
+		{"ipv4", "tcp4", "127.0.0.1", wire.AddrIPv4},
+		{"ipv6", "tcp6", "::1", wire.AddrIPv6},
+		{"domain", "tcp4", "localhost", wire.AddrDomain},
 	}
 	auths := []struct {
 		name string
@@ -74,7 +75,7 @@ func TestDialConnect(t *testing.T) {
 				reqs := srv.Requests()
 				require.Len(t, reqs, 1)
 				assert.Equal(t, socksbind.CmdConnect, reqs[0].Command)
-				assert.Equal(t, tt.atyp, reqs[0].Dst.Type())
+				assert.Equal(t, tt.atyp, wire.Addr(reqs[0].Dst).Type())
 				if a.auth != nil {
 					assert.Equal(t, a.auth.User, reqs[0].User)
 				}
@@ -93,7 +94,7 @@ func TestDialResolveLocally(t *testing.T) {
 	c.Close()
 	reqs := srv.Requests()
 	require.Len(t, reqs, 1)
-	assert.Equal(t, socksbind.AddrIPv4, reqs[0].Dst.Type(), "the name went to the proxy")
+	assert.Equal(t, wire.AddrIPv4, wire.Addr(reqs[0].Dst).Type(), "the name went to the proxy")
 	assert.Equal(t, "127.0.0.1", reqs[0].Dst.Host())
 }
 

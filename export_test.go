@@ -20,3 +20,6 @@ func SetMuxBuffers(tb testing.TB, session, stream int) {
 	muxSessionBuffer, muxStreamBuffer = session, stream
 	tb.Cleanup(func() { muxSessionBuffer, muxStreamBuffer = oldSession, oldStream })
 }
+
+// SessionLost is the error the streams of a lost MBIND session fail with.
+type SessionLost = sessionLost

@@ -97,20 +97,6 @@ func (e *hintedTimeout) Error() string { return e.err.Error() + " (" + e.hint + 
 func (e *hintedTimeout) Unwrap() error { return e.err }
 func (e *hintedTimeout) Timeout() bool { return true }
 
-// The stages of a handshake, named in the errors of a reply cut short.
-const (
-	stageGreeting = "greeting reply"
-	stageAuth     = "authentication reply"
-)
-
-// replyStage names the first reply to cmd.
-func replyStage(cmd Command) string {
-	if cmd == CmdBind {
-		return "BIND reply 1"
-	}
-	return strings.ToUpper(cmd.String()) + " reply"
-}
-
 // exchange sends each message when the previous one is answered.
 func (d *Dialer) exchange(ctx context.Context, c net.Conn, auth []Authenticator, cmd Command, dst Addr) (Addr, Authenticator, error) {
 	// One buffer for every message of the handshake, sized for the
@@ -126,7 +112,7 @@ func (d *Dialer) exchange(ctx context.Context, c net.Conn, auth []Authenticator,
 	}
 	m, err := readMethodSelection(c, buf)
 	if err != nil {
-		return Addr{}, nil, wire.AtStage(stageGreeting, err)
+		return Addr{}, nil, wire.AtStage(wire.StageGreeting, err)
 	}
 	if m == AuthNoAcceptable {
 		return Addr{}, nil, ErrNoAcceptableAuth
@@ -145,7 +131,7 @@ func (d *Dialer) exchange(ctx context.Context, c net.Conn, auth []Authenticator,
 		if errors.Is(err, ErrAuthRejected) {
 			return Addr{}, nil, err
 		}
-		return Addr{}, nil, wire.AtStage(stageAuth, err)
+		return Addr{}, nil, wire.AtStage(wire.StageAuth, err)
 	}
 	if buf, err = appendRequest(buf[:0], cmd, dst); err != nil {
 		return Addr{}, nil, err
@@ -202,7 +188,7 @@ func (d *Dialer) exchangePipelined(c net.Conn, a Authenticator, cmd Command, dst
 	m, err := readMethodSelection(c, buf)
 	switch {
 	case err != nil:
-		return Addr{}, wire.AtStage(stageGreeting, err)
+		return Addr{}, wire.AtStage(wire.StageGreeting, err)
 	case m == AuthNoAcceptable:
 		return Addr{}, fmt.Errorf("%w (a pipelined greeting offers %v only)", ErrNoAcceptableAuth, a.Method())
 	case m != a.Method():
@@ -216,7 +202,7 @@ func (d *Dialer) exchangePipelined(c net.Conn, a Authenticator, cmd Command, dst
 	if up != nil {
 		status, err := wire.ReadUserPassStatus(c)
 		if err != nil {
-			return Addr{}, wire.AtStage(stageAuth, err)
+			return Addr{}, wire.AtStage(wire.StageAuth, err)
 		}
 		if status != 0 {
 			return Addr{}, fmt.Errorf("%w: username/password status %d", ErrAuthRejected, status)
@@ -259,9 +245,9 @@ func (d *Dialer) firstReply(c net.Conn, buf []byte, cmd Command) (Addr, error) {
 		// that they lack the command; a proxy that has answered one
 		// is failing and may recover.
 		return Addr{}, fmt.Errorf("%w: the proxy closed the connection without a reply to %v: %w",
-			ErrCommandNotSupported, strings.ToUpper(cmd.String()), wire.AtStage(replyStage(cmd), err))
+			ErrCommandNotSupported, strings.ToUpper(cmd.String()), wire.AtStage(wire.ReplyStage(wire.Command(cmd)), err))
 	case err != nil:
-		return Addr{}, wire.AtStage(replyStage(cmd), err)
+		return Addr{}, wire.AtStage(wire.ReplyStage(wire.Command(cmd)), err)
 	case rep != ReplySucceeded:
 		return Addr{}, replyError(cmd, rep)
 	}

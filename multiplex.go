@@ -76,6 +76,33 @@ func (m Multiplex) String() string {
 	return "multiplex " + strconv.Itoa(int(m))
 }
 
+// MarshalText returns "off", "on" or "auto".
+func (m Multiplex) MarshalText() ([]byte, error) {
+	if m < MultiplexOff || m > MultiplexAuto {
+		return nil, fmt.Errorf("socksbind: unknown %v", m)
+	}
+	return []byte(m.String()), nil
+}
+
+// UnmarshalText sets m from "off", "on" or "auto", or "mux", which means
+// "on" (the word proxy URLs have long used: bind=mux). It is the parser of the
+// setting wherever it is written: in a proxy URL's bind parameter, and,
+// since a *Multiplex is an [encoding.TextUnmarshaler], in a flag
+// ([flag.TextVar]) or a configuration file.
+func (m *Multiplex) UnmarshalText(text []byte) error {
+	switch string(text) {
+	case "off":
+		*m = MultiplexOff
+	case "on", "mux":
+		*m = MultiplexOn
+	case "auto":
+		*m = MultiplexAuto
+	default:
+		return fmt.Errorf("socksbind: unknown multiplex mode %q: want off, on or auto", text)
+	}
+	return nil
+}
+
 // The finding of [MultiplexAuto], kept in Dialer.mbind.
 const (
 	mbindUnknown int32 = iota
@@ -352,9 +379,9 @@ func (e *muxEngine) greet(s *muxSession, st *smux.Stream) {
 	case err != nil && s.cause() != nil:
 		err = nil // the session's end, which run reports
 	case isTimeout(err):
-		err = e.err(peerError{wire.AtStage("MBIND stream reply", &deadlines.TimeoutError{Limit: limit, Hint: "a stream without its header"})})
+		err = e.err(peerError{wire.AtStage(wire.StageMBINDStreamReply, &deadlines.TimeoutError{Limit: limit, Hint: "a stream without its header"})})
 	case err != nil:
-		err = e.err(peerError{wire.AtStage("MBIND stream reply", err)})
+		err = e.err(peerError{wire.AtStage(wire.StageMBINDStreamReply, err)})
 	case rep != ReplySucceeded:
 		err = e.err(peerError{peerReplyError(rep, peer)})
 	}

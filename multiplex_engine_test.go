@@ -19,6 +19,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -55,7 +56,7 @@ func newScriptedMux(t *testing.T, config func(n int) *smux.Config) *scriptedMux 
 			if err == nil {
 				_, err = c.Write([]byte{5, 0, 0, 1, 127, 0, 0, 1, 0x11, 0x5c}) // port 4444
 			}
-			cfg := socks5test.MultiplexConfig()
+			cfg := smux.DefaultConfig()
 			if config != nil {
 				cfg = config(n)
 			}
@@ -215,7 +216,7 @@ func TestMultiplexStreamWithoutHeader(t *testing.T) {
 	require.Eventually(t, func() bool { return log.len() == 1 }, 10*time.Second, time.Millisecond)
 	errs, waits := log.snapshot()
 	assert.ErrorIs(t, errs[0], os.ErrDeadlineExceeded)
-	assert.Contains(t, errs[0].Error(), "MBIND stream reply")
+	assert.Equal(t, wire.StageMBINDStreamReply, wire.StageOf(errs[0]))
 	assert.Zero(t, waits[0])
 
 	garbage := openPeer(t, sess, 0, false)
@@ -297,7 +298,7 @@ func TestMultiplexSessionRestored(t *testing.T) {
 	old.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, err := old.Read(make([]byte, 1))
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "MBIND session lost")
+	assertSessionLost(t, err)
 
 	restarted := socks5test.NewUnstartedServer()
 	restarted.Multiplex = true
@@ -325,7 +326,7 @@ func TestMultiplexSessionRestored(t *testing.T) {
 	defer c.Close()
 	assert.Equal(t, peer.LocalAddr().String(), c.RemoteAddr().String())
 	errs, _ := log.snapshot()
-	assert.Contains(t, errs[0].Error(), "MBIND session lost")
+	assertSessionLost(t, errs[0])
 }
 
 // A proxy that goes silent (no keep-alive) is noticed by the listener's
@@ -334,7 +335,7 @@ func TestMultiplexSessionRestored(t *testing.T) {
 func TestMultiplexSilentProxy(t *testing.T) {
 	socksbind.SetMuxSilence(t, 300*time.Millisecond)
 	p := newScriptedMux(t, func(n int) *smux.Config {
-		cfg := socks5test.MultiplexConfig()
+		cfg := smux.DefaultConfig()
 		if n == 0 {
 			cfg.KeepAliveDisabled = true
 		} else {
@@ -608,7 +609,7 @@ func TestMultiplexStreamOfLostSession(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, err = io.ReadAll(c)
 	require.Error(t, err, "the stream of a lost session read as complete")
-	assert.Contains(t, err.Error(), "MBIND session lost")
+	assertSessionLost(t, err)
 	assert.False(t, isTimeout(err), "%v", err)
 
 	sess = p.session(t) // asked for again
@@ -636,7 +637,7 @@ func TestMultiplexFullBufferIsNotSilence(t *testing.T) {
 	socksbind.SetMuxSilence(t, 300*time.Millisecond)
 	socksbind.SetMuxBuffers(t, 64<<10, 64<<10)
 	p := newScriptedMux(t, func(int) *smux.Config {
-		cfg := socks5test.MultiplexConfig()
+		cfg := smux.DefaultConfig()
 		cfg.KeepAliveInterval = 50 * time.Millisecond
 		return cfg
 	})
@@ -702,4 +703,11 @@ func TestFaultMBINDHeadersNeverCome(t *testing.T) {
 	t.Logf("%d streams without a header: %d wait for it, %d closed at once", streams, waiting, crowded())
 	openPeer(t, sess, 1, true)
 	_ = ln
+}
+
+// assertSessionLost checks that err is the loss of an MBIND session.
+func assertSessionLost(t *testing.T, err error) {
+	t.Helper()
+	var lost *socksbind.SessionLost
+	assert.ErrorAs(t, err, &lost, "%v", err)
 }

@@ -2,6 +2,7 @@ package socksbind_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -283,4 +284,38 @@ func TestMultiplexCloseOneStream(t *testing.T) {
 	p3 := dialPeer(t, ln.Addr())
 	c3 := accept(t, ln)
 	assert.Equal(t, p3.LocalAddr().String(), c3.RemoteAddr().String())
+}
+
+// TestMultiplexText checks the one vocabulary of the setting: the texts it
+// marshals to read back, "mux" means on, anything else is refused, and a
+// flag takes it through flag.TextVar.
+func TestMultiplexText(t *testing.T) {
+	for _, m := range []socksbind.Multiplex{socksbind.MultiplexOff, socksbind.MultiplexOn, socksbind.MultiplexAuto} {
+		text, err := m.MarshalText()
+		require.NoError(t, err)
+		assert.Equal(t, m.String(), string(text))
+		var back socksbind.Multiplex
+		require.NoError(t, back.UnmarshalText(text))
+		assert.Equal(t, m, back)
+	}
+	var m socksbind.Multiplex
+	require.NoError(t, m.UnmarshalText([]byte("mux")))
+	assert.Equal(t, socksbind.MultiplexOn, m)
+	for _, bad := range []string{"", "MUX", "On", "yes", "1", "mux "} {
+		m := socksbind.MultiplexAuto
+		err := m.UnmarshalText([]byte(bad))
+		require.Error(t, err, "%q", bad)
+		assert.Equal(t, fmt.Sprintf("socksbind: unknown multiplex mode %q: want off, on or auto", bad), err.Error())
+		assert.Equal(t, socksbind.MultiplexAuto, m, "a refused text leaves the value alone")
+	}
+	_, err := socksbind.Multiplex(7).MarshalText()
+	assert.EqualError(t, err, "socksbind: unknown multiplex 7")
+
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.TextVar(&m, "mux", socksbind.MultiplexAuto, "")
+	assert.Equal(t, "auto", fs.Lookup("mux").DefValue)
+	require.NoError(t, fs.Parse([]string{"-mux", "off"}))
+	assert.Equal(t, socksbind.MultiplexOff, m)
+	assert.ErrorContains(t, fs.Parse([]string{"-mux", "yes"}), `unknown multiplex mode "yes"`)
 }

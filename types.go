@@ -65,7 +65,6 @@ type AuthMethod byte
 // The authentication methods of RFC 1928.
 const (
 	AuthNone             AuthMethod = 0x00
-	AuthGSSAPI           AuthMethod = 0x01
 	AuthUsernamePassword AuthMethod = 0x02
 	AuthNoAcceptable     AuthMethod = 0xFF
 )
@@ -73,19 +72,6 @@ const (
 // String returns the name of the method ("no authentication required",
 // "username/password"), or "method N".
 func (m AuthMethod) String() string { return wire.AuthMethod(m).String() }
-
-// An AddrType is the type of an address in a SOCKS message (ATYP).
-type AddrType byte
-
-// The address types of RFC 1928.
-const (
-	AddrIPv4   AddrType = 0x01
-	AddrDomain AddrType = 0x03
-	AddrIPv6   AddrType = 0x04
-)
-
-// String returns "IPv4", "domain name", "IPv6", or "address type N".
-func (t AddrType) String() string { return wire.AddrType(t).String() }
 
 // Addr is an address as a SOCKS server sees it: an IP address or a domain
 // name, and a port. At most one of IP and Name is set; with neither, a
@@ -102,10 +88,6 @@ type Addr struct {
 	// Port is the port (DST.PORT or BND.PORT).
 	Port uint16
 }
-
-// Type returns the address type the Addr is encoded as: [AddrDomain] when
-// Name is set, [AddrIPv4] for an IPv4 address, else [AddrIPv6].
-func (a Addr) Type() AddrType { return AddrType(wire.Addr(a).Type()) }
 
 // Host returns the name or the IP address as text, an IPv4-mapped IPv6
 // address as IPv4; "" when neither is set.
@@ -172,10 +154,6 @@ func _() {
 	_ = x[ReplyCommandNotSupported-Reply(wire.ReplyCommandNotSupported)]
 	_ = x[ReplyAddressTypeNotSupported-Reply(wire.ReplyAddressTypeNotSupported)]
 	_ = x[AuthNone-AuthMethod(wire.AuthNone)]
-	_ = x[AuthGSSAPI-AuthMethod(wire.AuthGSSAPI)]
 	_ = x[AuthUsernamePassword-AuthMethod(wire.AuthUsernamePassword)]
 	_ = x[AuthNoAcceptable-AuthMethod(wire.AuthNoAcceptable)]
-	_ = x[AddrIPv4-AddrType(wire.AddrIPv4)]
-	_ = x[AddrDomain-AddrType(wire.AddrDomain)]
-	_ = x[AddrIPv6-AddrType(wire.AddrIPv6)]
 }

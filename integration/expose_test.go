@@ -175,7 +175,7 @@ func TestExpose(t *testing.T) {
 			{"NoProxy", nil, []string{"-to", "127.0.0.1:9"}, 2,
 				"expose: no proxy: give -proxy socks5://HOST:PORT or socks5h://HOST:PORT, or set ALL_PROXY (expose -h for help)"},
 			{"HTTPProxy", []string{"ALL_PROXY=http://alice:s3cret@127.0.0.1:3128"}, []string{"-to", "127.0.0.1:9"}, 2,
-				"expose: ALL_PROXY=http://alice:xxxxx@127.0.0.1:3128 is an HTTP proxy, which cannot listen"},
+				"expose: http://alice:xxxxx@127.0.0.1:3128 (from ALL_PROXY) cannot listen: expose needs a SOCKS5 proxy"},
 			{"BadTarget", nil, []string{"-proxy", "socks5://" + dante.Addr, "-to", "3000"}, 2,
 				`expose: -to "3000": want HOST:PORT, such as 127.0.0.1:3000`},
 			{"NoMBIND", nil, []string{"-proxy", "socks5://" + dante.Addr, "-to", "127.0.0.1:9", "-mux", "on"}, 1,

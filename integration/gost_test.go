@@ -24,11 +24,10 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
-	"github.com/socksbind/socksbind/socks5test"
 )
 
 // cmdMBIND is GOST's multiplexed BIND.
-const cmdMBIND = byte(socks5test.CmdMultiplexBind)
+const cmdMBIND = byte(socksbind.CmdMultiplexBind)
 
 // gostListeners returns the addresses GOST listens on with port. GOST
 // listens before it sends reply 1, so no wait is needed.
@@ -257,7 +256,7 @@ func mbindSession(t *testing.T, c net.Conn) *smux.Session {
 	t.Helper()
 	// The raw exchange's deadline would end the session.
 	require.NoError(t, c.SetDeadline(time.Time{}))
-	sess, err := smux.Server(c, socks5test.MultiplexConfig())
+	sess, err := smux.Server(c, smux.DefaultConfig())
 	require.NoError(t, err)
 	t.Cleanup(func() { sess.Close() })
 	return sess
@@ -563,7 +562,7 @@ func TestGostMBINDKeepAlive(t *testing.T) {
 	c, rep, kept := rawMBIND(t, gost, any4)
 	require.Equal(t, byte(0x00), rep, "reply 1")
 	require.NoError(t, c.SetDeadline(time.Time{}))
-	cfg := socks5test.MultiplexConfig()
+	cfg := smux.DefaultConfig()
 	cfg.KeepAliveInterval = 50 * time.Millisecond
 	sess, err := smux.Server(c, cfg)
 	require.NoError(t, err)

@@ -15,6 +15,7 @@ import (
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/connectproxy"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -52,6 +53,7 @@ var chains = []struct {
 		last := startSOCKS(t, map[string]string{"user": secret}, socks5test.BindReuse)
 		hop, err := FromURL(mustParse(t, cp.URLWithUser("hop", "hop-"+secret)), nil)
 		require.NoError(t, err)
+		trustTestCA(t, hop)
 		u := mustParse(t, last.URLWithUser("user", secret))
 		u.Scheme = "socks5h"
 		d, err := FromURL(u, hop)
@@ -164,7 +166,7 @@ func assertSOCKS(t *testing.T, srv *socks5test.Server, target, user string) {
 		}
 		assert.Equal(t, socksbind.CmdConnect, r.Command)
 		host, _, _ := net.SplitHostPort(target)
-		if r.Dst.Type() == socksbind.AddrDomain {
+		if wire.Addr(r.Dst).Type() == wire.AddrDomain {
 			assert.Equal(t, host, r.Dst.Name)
 		} else {
 			assert.Equal(t, loopback4, r.Dst.IP, "resolved locally")

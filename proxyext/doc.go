@@ -35,11 +35,14 @@
 // The query parameter bind of a socks5 or socks5h URL selects how its
 // [ListenDialer] listens ([socksbind.ListenConfig.Multiplex]):
 //
-//	no bind     standard BIND (RFC 1928), socksbind.MultiplexOff
-//	bind=mux    GOST's multiplexed BIND, socksbind.MultiplexOn
-//	bind=auto   multiplexed BIND when the proxy has it, socksbind.MultiplexAuto
+//	no bind, bind=off   standard BIND (RFC 1928), socksbind.MultiplexOff
+//	bind=on, bind=mux   GOST's multiplexed BIND, socksbind.MultiplexOn
+//	bind=auto           multiplexed BIND when the proxy has it, socksbind.MultiplexAuto
 //
-// Any other value of bind, or bind given twice, is an error. The query
+// These are the words of [socksbind.Multiplex.UnmarshalText], which reads
+// them; any other value of bind, or bind given twice, is an error.
+// [ListenConfig] returns the settings a URL describes, for a program that
+// makes its own [socksbind.ListenConfig]. The query
 // parameter pipeline=1 sets [socksbind.Dialer.Pipeline]: greeting,
 // authentication and request go out in one write (one round trip instead of
 // two or three; Dante and GOST answer it, microsocks cannot), and

@@ -3,6 +3,7 @@ package proxyext
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/connectproxy"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -219,11 +221,11 @@ func TestRedact(t *testing.T) {
 func TestResolution(t *testing.T) {
 	tests := []struct {
 		scheme      string
-		wantType    socksbind.AddrType
+		wantType    wire.AddrType
 		wantQueries bool
 	}{
-		{scheme: "socks5", wantType: socksbind.AddrIPv4, wantQueries: true},
-		{scheme: "socks5h", wantType: socksbind.AddrDomain},
+		{scheme: "socks5", wantType: wire.AddrIPv4, wantQueries: true},
+		{scheme: "socks5h", wantType: wire.AddrDomain},
 	}
 	for _, tt := range tests {
 		t.Run(tt.scheme, func(t *testing.T) {
@@ -242,8 +244,8 @@ func TestResolution(t *testing.T) {
 
 			reqs := srv.Requests()
 			require.Len(t, reqs, 1)
-			assert.Equal(t, tt.wantType, reqs[0].Dst.Type())
-			if tt.wantType == socksbind.AddrDomain {
+			assert.Equal(t, tt.wantType, wire.Addr(reqs[0].Dst).Type())
+			if tt.wantType == wire.AddrDomain {
 				assert.Equal(t, echoName, reqs[0].Dst.Name)
 			} else {
 				assert.Equal(t, loopback4, reqs[0].Dst.IP)
@@ -299,6 +301,9 @@ func TestHTTPConnect(t *testing.T) {
 			}
 			d, err := FromURL(u, nil)
 			require.NoError(t, err)
+			if tt.tls {
+				trustTestCA(t, d)
+			}
 
 			c, err := d.(proxy.ContextDialer).DialContext(context.Background(), "tcp", target)
 			reqs := cp.Requests()
@@ -423,4 +428,63 @@ func TestSOCKS5Dialer(t *testing.T) {
 	require.NoError(t, err)
 	_, ok = SOCKS5Dialer(h)
 	assert.False(t, ok)
+}
+
+// TestListenConfig checks that the settings ListenConfig returns are the
+// URL's: bind=on listens with GOST's multiplexed BIND, and with no bind the
+// same proxy is asked for a standard BIND.
+func TestListenConfig(t *testing.T) {
+	leakcheck.Check(t)
+	srv := socks5test.NewUnstartedServer()
+	srv.Multiplex = true
+	srv.Start()
+	t.Cleanup(srv.Close)
+	for _, tt := range []struct {
+		query string
+		want  socksbind.Command
+	}{
+		{"?bind=on", socksbind.CmdMultiplexBind},
+		{"", socksbind.CmdBind},
+	} {
+		t.Run(tt.want.String(), func(t *testing.T) {
+			d, err := FromURL(mustParse(t, srv.URL+tt.query), nil)
+			require.NoError(t, err)
+			lc, ok := ListenConfig(d)
+			require.True(t, ok)
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			ln, err := lc.Listen(ctx, "tcp", ":0")
+			require.NoError(t, err)
+			assert.Equal(t, tt.want == socksbind.CmdMultiplexBind, ln.Multiplexed())
+			if ln.Multiplexed() {
+				serveHTTP(t, ln, 3) // many peers at one address
+			} else {
+				require.NoError(t, ln.Close())
+			}
+			reqs := srv.Requests()
+			require.NotEmpty(t, reqs)
+			assert.Equal(t, tt.want, reqs[len(reqs)-1].Command)
+		})
+	}
+}
+
+// TestHTTPSProxyUnknownAuthority checks that an https proxy is verified
+// against the system's roots, which do not hold the test certificate, and
+// that the same dialer succeeds once it trusts it.
+func TestHTTPSProxyUnknownAuthority(t *testing.T) {
+	leakcheck.Check(t)
+	cp := startHTTP(t, nil, true)
+	target := "127.0.0.1:" + echoServer(t)
+	d, err := FromURL(mustParse(t, cp.URL), nil)
+	require.NoError(t, err)
+	_, err = d.Dial("tcp", target)
+	var unknown x509.UnknownAuthorityError
+	require.ErrorAs(t, err, &unknown, "%v", err)
+	assert.Empty(t, cp.Requests(), "nothing was asked of an unverified proxy")
+
+	trustTestCA(t, d)
+	c, err := d.Dial("tcp", target)
+	require.NoError(t, err)
+	defer c.Close()
+	assertEcho(t, c)
 }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,12 +37,6 @@ const (
 )
 
 var loopback4 = netip.MustParseAddr("127.0.0.1")
-
-func TestMain(m *testing.M) {
-	// The https proxies of the tests present connectproxy's certificate.
-	testRootCAs = connectproxy.CertPool()
-	os.Exit(m.Run())
-}
 
 // clearEnv makes the proxy variables empty for the test.
 func clearEnv(t *testing.T) {
@@ -187,6 +180,22 @@ func mustParse(t *testing.T, raw string) *url.URL {
 	u, err := url.Parse(raw)
 	require.NoError(t, err)
 	return u
+}
+
+// trustTestCA makes the https dialer d, as FromURL or FromEnvironment made
+// it, trust the certificate of connectproxy's servers in place of the
+// system's roots.
+func trustTestCA(t *testing.T, d proxy.Dialer) {
+	t.Helper()
+	switch v := d.(type) {
+	case *httpDialer:
+		require.NotNil(t, v.tls, "%s is not an https proxy", v.url)
+		v.tls.RootCAs = connectproxy.CertPool()
+	case *envDialer:
+		trustTestCA(t, v.proxy)
+	default:
+		t.Fatalf("no https dialer in %T", d)
+	}
 }
 
 // withResolver makes the SOCKS dialer inside d, as FromURL or

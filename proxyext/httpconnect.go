@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -24,10 +23,6 @@ import (
 	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/wire"
 )
-
-// testRootCAs, when set by a test before any dial, replaces the system's
-// roots in the verification of an https proxy's certificate.
-var testRootCAs *x509.CertPool
 
 // httpDialer tunnels through an HTTP proxy with the CONNECT method.
 type httpDialer struct {
@@ -51,7 +46,7 @@ func newHTTP(u *url.URL, forward proxy.Dialer) (proxy.Dialer, error) {
 	}
 	d := &httpDialer{url: Redact(u), addr: addr, forward: forward, timeout: socksbind.DefaultHandshakeTimeout}
 	if secure {
-		d.tls = &tls.Config{ServerName: u.Hostname(), RootCAs: testRootCAs}
+		d.tls = &tls.Config{ServerName: u.Hostname()}
 	}
 	if u.User != nil {
 		pass, _ := u.User.Password()
@@ -148,10 +143,6 @@ func (d *httpDialer) handshake(ctx context.Context, raw net.Conn, deadline time.
 	return c, nil
 }
 
-// stageResponse names the proxy's answer to CONNECT in the errors of one
-// cut short or malformed.
-const stageResponse = "HTTP CONNECT response"
-
 func (d *httpDialer) connect(raw net.Conn, address string) (net.Conn, error) {
 	c := raw
 	if d.tls != nil {
@@ -173,7 +164,7 @@ func (d *httpDialer) connect(raw net.Conn, address string) (net.Conn, error) {
 	br := bufio.NewReader(c)
 	code, reason, err := readResponse(br)
 	if err != nil {
-		return nil, wire.AtStage(stageResponse, err)
+		return nil, wire.AtStage(wire.StageHTTPConnect, err)
 	}
 	if code/100 != 2 {
 		return nil, &statusError{code: code, reason: reason}

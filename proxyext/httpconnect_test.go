@@ -98,7 +98,8 @@ func TestHTTPConnectHeadLimit(t *testing.T) {
 			require.Error(t, err)
 			assert.ErrorIs(t, err, socksbind.ErrProtocolViolation)
 			assert.NotErrorIs(t, err, context.DeadlineExceeded)
-			assert.Contains(t, err.Error(), "HTTP CONNECT response: response head longer than the limit of 64 KiB")
+			assert.Equal(t, wire.StageHTTPConnect, wire.StageOf(err))
+			assert.Contains(t, err.Error(), "response head longer than the limit of 64 KiB")
 			assert.Less(t, heap, uint64(2<<20), "bytes allocated")
 		})
 	}
@@ -133,9 +134,10 @@ func TestHTTPConnectResponseCut(t *testing.T) {
 		_, err := d.Dial("tcp", "127.0.0.1:9")
 		require.Error(t, err, "%q", sent)
 		assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "%q", sent)
-		assert.Contains(t, err.Error(), "HTTP CONNECT response: unexpected EOF", "%q", sent)
 		var se *wire.StageError
-		assert.ErrorAs(t, err, &se)
+		require.ErrorAs(t, err, &se, "%q", sent)
+		assert.Equal(t, wire.StageHTTPConnect, se.Stage, "%q", sent)
+		assert.Equal(t, io.ErrUnexpectedEOF, se.Err, "%q", sent)
 	}
 }
 

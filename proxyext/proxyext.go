@@ -165,8 +165,9 @@ func pipelineMode(u *url.URL) (bool, error) {
 	return false, fmt.Errorf("invalid pipeline=%s: want pipeline=1 or pipeline=0", url.QueryEscape(v[0]))
 }
 
-// bindMode reads the bind query parameter of a SOCKS5 URL: absent for
-// standard BIND, "mux" for GOST's multiplexed BIND, "auto" for whichever
+// bindMode reads the bind query parameter of a SOCKS5 URL, in the words
+// of [socksbind.Multiplex.UnmarshalText]: absent or "off" for standard
+// BIND, "on" (or "mux") for GOST's multiplexed BIND, "auto" for whichever
 // the proxy has. Other query parameters are ignored, as they always were.
 func bindMode(u *url.URL) (socksbind.Multiplex, error) {
 	q, _ := url.ParseQuery(u.RawQuery)
@@ -176,12 +177,12 @@ func bindMode(u *url.URL) (socksbind.Multiplex, error) {
 		return socksbind.MultiplexOff, nil
 	case len(v) > 1:
 		return 0, errors.New("bind given more than once")
-	case v[0] == "mux":
-		return socksbind.MultiplexOn, nil
-	case v[0] == "auto":
-		return socksbind.MultiplexAuto, nil
 	}
-	return 0, fmt.Errorf("invalid bind=%s: want bind=mux or bind=auto, or no bind for standard BIND", url.QueryEscape(v[0]))
+	var m socksbind.Multiplex
+	if err := m.UnmarshalText([]byte(v[0])); err != nil {
+		return 0, fmt.Errorf("invalid bind=%s: want bind=on (or bind=mux), bind=auto, or bind=off (the default) for standard BIND", url.QueryEscape(v[0]))
+	}
+	return m, nil
 }
 
 // Dial connects to address through the proxy.
@@ -423,6 +424,25 @@ func asContextDialer(d proxy.Dialer) dialer {
 		return d
 	}
 	return contextDialer{d}
+}
+
+// ListenConfig returns the listen settings of the URL behind a dialer that
+// [FromURL] or [FromEnvironment] returned for a socks5 or socks5h proxy:
+// the [socksbind.Dialer] (see [SOCKS5Dialer]), which carries the URL's
+// credentials and pipeline parameter, and the Multiplex its bind parameter
+// selects. The caller may set the other fields, such as the hooks, before
+// it calls Listen; the listener's errors then do not name the URL, as
+// those of the dialer's own Listen do. ListenConfig reports false for any
+// other dialer: that of an http or https proxy, or the direct one that
+// FromEnvironment returns when ALL_PROXY is unset.
+func ListenConfig(d proxy.Dialer) (socksbind.ListenConfig, bool) {
+	switch v := d.(type) {
+	case *socksDialer:
+		return v.listenConfig(), true
+	case *envListenDialer:
+		return ListenConfig(v.ld)
+	}
+	return socksbind.ListenConfig{}, false
 }
 
 // SOCKS5Dialer returns the [socksbind.Dialer] behind a dialer that FromURL

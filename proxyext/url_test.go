@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind"
 )
@@ -86,18 +88,22 @@ func TestBindQuery(t *testing.T) {
 		wantErr string
 	}{
 		{"", socksbind.MultiplexOff, ""},
+		{"?bind=off", socksbind.MultiplexOff, ""},
+		{"?bind=on", socksbind.MultiplexOn, ""},
 		{"?bind=mux", socksbind.MultiplexOn, ""},
 		{"?bind=auto", socksbind.MultiplexAuto, ""},
 		{"?other=1&bind=mux", socksbind.MultiplexOn, ""},
 		{"?other=1", socksbind.MultiplexOff, ""},
-		{"?bind=", 0, "invalid bind=: want bind=mux or bind=auto"},
+		{"?bind=auto&pipeline=1", socksbind.MultiplexAuto, ""},
+		{"?bind=", 0, "invalid bind=: want bind=on (or bind=mux), bind=auto, or bind=off"},
 		{"?bind=MUX", 0, "invalid bind=MUX"},
-		{"?bind=off", 0, "invalid bind=off"},
+		{"?bind=yes", 0, "invalid bind=yes"},
 		{"?bind=mux&bind=auto", 0, "bind given more than once"},
 		{"?bind=%0a", 0, "invalid bind=%0A"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.query, func(t *testing.T) {
+			pipeline := strings.Contains(tt.query, "pipeline=1")
 			for _, scheme := range []string{"socks5", "socks5h"} {
 				u := mustParse(t, scheme+"://user:"+secret+"@127.0.0.1:1080"+tt.query)
 				d, err := FromURL(u, nil)
@@ -109,8 +115,13 @@ func TestBindQuery(t *testing.T) {
 					continue
 				}
 				require.NoError(t, err)
-				assert.Equal(t, tt.want, d.(*socksDialer).listenConfig().Multiplex)
-				assert.Same(t, d.(*socksDialer).d, d.(*socksDialer).listenConfig().Dialer)
+				lc, ok := ListenConfig(d)
+				require.True(t, ok)
+				assert.Equal(t, tt.want, lc.Multiplex)
+				sd, _ := SOCKS5Dialer(d)
+				assert.Same(t, sd, lc.Dialer)
+				assert.Equal(t, pipeline, lc.Dialer.Pipeline)
+				assert.Equal(t, scheme == "socks5", lc.Dialer.ResolveLocally)
 			}
 			t.Setenv("ALL_PROXY", "socks5h://127.0.0.1:1080"+tt.query)
 			env, err := FromEnvironment()
@@ -119,14 +130,40 @@ func TestBindQuery(t *testing.T) {
 				return
 			}
 			require.NoError(t, err)
-			ld := env.(*envListenDialer).ld.(*socksDialer)
-			assert.Equal(t, tt.want, ld.listenConfig().Multiplex)
+			lc, ok := ListenConfig(env)
+			require.True(t, ok)
+			assert.Equal(t, tt.want, lc.Multiplex)
+			assert.Equal(t, pipeline, lc.Dialer.Pipeline)
 		})
 	}
 	// An HTTP proxy cannot listen: bind means nothing to it, like any
 	// other parameter.
-	_, err := FromURL(mustParse(t, "http://127.0.0.1:3128?bind=anything"), nil)
-	assert.NoError(t, err)
+	d, err := FromURL(mustParse(t, "http://127.0.0.1:3128?bind=anything"), nil)
+	require.NoError(t, err)
+	_, ok := ListenConfig(d)
+	assert.False(t, ok, "an HTTP proxy has no listen settings")
+}
+
+// TestListenConfigOther checks that ListenConfig reports false for the
+// dialers that cannot listen: that of an http proxy from the environment,
+// the direct one when ALL_PROXY is unset, and one of another package.
+func TestListenConfigOther(t *testing.T) {
+	t.Setenv("ALL_PROXY", "http://127.0.0.1:3128")
+	d, err := FromEnvironment()
+	require.NoError(t, err)
+	_, ok := ListenConfig(d)
+	assert.False(t, ok)
+
+	t.Setenv("ALL_PROXY", "")
+	d, err = FromEnvironment()
+	require.NoError(t, err)
+	_, ok = ListenConfig(d)
+	assert.False(t, ok)
+
+	_, ok = ListenConfig(proxy.Direct)
+	assert.False(t, ok)
+	_, ok = ListenConfig(nil)
+	assert.False(t, ok)
 }
 
 // TestNothingPrintsCredentials prints the dialers and errors of this

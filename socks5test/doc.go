@@ -29,8 +29,9 @@
 // server keeps its listening socket for the next BIND of the same port.
 //
 // [Server.Multiplex] adds GOST v3's multiplexed BIND (MBIND,
-// [CmdMultiplexBind]): one request, one listening socket, and an smux session
-// on the control connection that carries every peer as a stream of its own.
+// [socksbind.CmdMultiplexBind]): one request, one listening socket, and an
+// smux session on the control connection that carries every peer as a
+// stream of its own.
 //
 // [Server.UDP] adds UDP ASSOCIATE, as Dante relays it: a relay socket on
 // 127.0.0.1 that takes datagrams only from the client (the address the

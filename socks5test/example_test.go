@@ -9,6 +9,7 @@ import (
 	"github.com/xtaci/smux"
 	"golang.org/x/net/proxy"
 
+	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -49,10 +50,10 @@ func ExampleServer() {
 	fmt.Println(string(b))
 
 	req := srv.Requests()[0]
-	fmt.Println(req.Command, req.Dst.Type(), req.User)
+	fmt.Println(req.Command, req.Dst.Host(), req.User)
 	// Output:
 	// hello from the target
-	// connect IPv4 alice
+	// connect 127.0.0.1 alice
 }
 
 func ExampleServer_multiplex() {
@@ -72,7 +73,7 @@ func ExampleServer_multiplex() {
 	if _, err := io.ReadFull(ctrl, make([]byte, 2)); err != nil {
 		panic(err)
 	}
-	ctrl.Write([]byte{5, byte(socks5test.CmdMultiplexBind), 0, 1, 0, 0, 0, 0, 0, 0})
+	ctrl.Write([]byte{5, byte(socksbind.CmdMultiplexBind), 0, 1, 0, 0, 0, 0, 0, 0})
 	reply := make([]byte, 10)
 	if _, err := io.ReadFull(ctrl, reply); err != nil {
 		panic(err)
@@ -81,7 +82,7 @@ func ExampleServer_multiplex() {
 
 	// The control connection now carries an smux session, the client's
 	// side of which is an smux server: every peer arrives as a stream.
-	sess, err := smux.Server(ctrl, socks5test.MultiplexConfig())
+	sess, err := smux.Server(ctrl, smux.DefaultConfig())
 	if err != nil {
 		panic(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/xtaci/smux"
 
 	"github.com/socksbind/socksbind"
 )
@@ -48,4 +49,10 @@ func TestStrings(t *testing.T) {
 	assert.Equal(t, "stage 7", Stage(7).String())
 	assert.Equal(t, "dante", BindDante.String())
 	assert.Equal(t, "reuse", BindReuse.String())
+}
+
+// The tests open the client's side of MBIND sessions with smux's default
+// configuration, which is GOST v3's, as the server's own is.
+func TestMultiplexConfigIsSmuxDefault(t *testing.T) {
+	assert.Equal(t, smux.DefaultConfig(), multiplexConfig())
 }

@@ -10,17 +10,13 @@ import (
 	"github.com/socksbind/socksbind/internal/relay"
 )
 
-// CmdMultiplexBind is the command of GOST's multiplexed BIND (MBIND), 0xF2,
-// the same as [socksbind.CmdMultiplexBind]. See [Server.Multiplex].
-const CmdMultiplexBind = socksbind.CmdMultiplexBind
-
-// MultiplexConfig returns the smux configuration of an MBIND session, the
-// one GOST v3 uses: smux protocol version 1, a keep-alive every 10 seconds,
+// multiplexConfig returns the smux configuration of an MBIND session, the
+// one GOST v3 uses, and smux's default: smux protocol version 1, a keep-alive every 10 seconds,
 // the session dropped after 30 seconds without a frame from the other side,
 // frames of at most 32 KiB, 4 MiB of receive buffer for the session and
 // 64 KiB per stream. The server is the smux client of the session; a SOCKS
 // client runs the smux server with the same configuration.
-func MultiplexConfig() *smux.Config {
+func multiplexConfig() *smux.Config {
 	return &smux.Config{
 		Version:           1,
 		KeepAliveInterval: 10 * time.Second,
@@ -53,7 +49,7 @@ func (s *Server) multiplexBind(c net.Conn, req *Request) {
 		return
 	}
 
-	cfg := MultiplexConfig()
+	cfg := multiplexConfig()
 	if s.MultiplexVersion != 0 {
 		cfg.Version = s.MultiplexVersion
 	}

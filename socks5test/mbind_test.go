@@ -36,9 +36,9 @@ func newMultiplexServer(t *testing.T, setup func(*socks5test.Server)) *socks5tes
 // client does: an smux server. The session is closed when the test ends.
 func mbind(t *testing.T, srv *socks5test.Server, dst socksbind.Addr) (*smux.Session, net.Conn, socksbind.Addr) {
 	t.Helper()
-	c, rep, bnd := request(t, srv, socks5test.CmdMultiplexBind, dst)
+	c, rep, bnd := request(t, srv, socksbind.CmdMultiplexBind, dst)
 	require.Equal(t, socksbind.ReplySucceeded, rep, "reply 1")
-	sess, err := smux.Server(c, socks5test.MultiplexConfig())
+	sess, err := smux.Server(c, smux.DefaultConfig())
 	require.NoError(t, err)
 	t.Cleanup(func() { sess.Close() })
 	return sess, c, bnd
@@ -105,7 +105,7 @@ func TestMBIND(t *testing.T) {
 
 		reqs := srv.Requests()
 		require.Len(t, reqs, 1)
-		assert.Equal(t, socks5test.CmdMultiplexBind, reqs[0].Command)
+		assert.Equal(t, socksbind.CmdMultiplexBind, reqs[0].Command)
 		assert.Equal(t, addr(any4, 0), reqs[0].Dst)
 	})
 
@@ -264,9 +264,9 @@ func TestMBINDEnd(t *testing.T) {
 func TestMBINDRefusals(t *testing.T) {
 	t.Run("rules refuse in reply 1", func(t *testing.T) {
 		srv := newMultiplexServer(t, func(s *socks5test.Server) {
-			s.Rules = []socks5test.Rule{socks5test.RefuseCommand(socks5test.CmdMultiplexBind, socksbind.ReplyNotAllowed)}
+			s.Rules = []socks5test.Rule{socks5test.RefuseCommand(socksbind.CmdMultiplexBind, socksbind.ReplyNotAllowed)}
 		})
-		c, rep, bnd := request(t, srv, socks5test.CmdMultiplexBind, addr(any4, 0))
+		c, rep, bnd := request(t, srv, socksbind.CmdMultiplexBind, addr(any4, 0))
 		assert.Equal(t, socksbind.ReplyNotAllowed, rep)
 		assert.Equal(t, addr(any4, 0), bnd)
 		expectEOF(t, c)
@@ -276,7 +276,7 @@ func TestMBINDRefusals(t *testing.T) {
 
 	t.Run("domain name", func(t *testing.T) {
 		srv := newMultiplexServer(t, nil)
-		c, rep, _ := request(t, srv, socks5test.CmdMultiplexBind, socksbind.Addr{Name: "localhost"})
+		c, rep, _ := request(t, srv, socksbind.CmdMultiplexBind, socksbind.Addr{Name: "localhost"})
 		assert.Equal(t, socksbind.ReplyAddressTypeNotSupported, rep)
 		expectEOF(t, c)
 		assert.Zero(t, srv.ActiveBinds())
@@ -312,12 +312,12 @@ func TestMBINDRefusals(t *testing.T) {
 		// without a reply, as Dante does.
 		srv := newServer(t, nil)
 		c := open(t, srv)
-		sendRequest(t, c, socks5test.CmdMultiplexBind, addr(any4, 0))
+		sendRequest(t, c, socksbind.CmdMultiplexBind, addr(any4, 0))
 		expectEOF(t, c)
 		assert.Zero(t, srv.ActiveBinds())
 		reqs := srv.Requests()
 		require.Len(t, reqs, 1)
-		assert.Equal(t, socks5test.CmdMultiplexBind, reqs[0].Command)
+		assert.Equal(t, socksbind.CmdMultiplexBind, reqs[0].Command)
 	})
 }
 
@@ -327,9 +327,9 @@ func TestMBINDClose(t *testing.T) {
 	srv.Multiplex = true
 	srv.Start()
 
-	c, rep, bnd := request(t, srv, socks5test.CmdMultiplexBind, addr(any4, 0))
+	c, rep, bnd := request(t, srv, socksbind.CmdMultiplexBind, addr(any4, 0))
 	require.Equal(t, socksbind.ReplySucceeded, rep)
-	sess, err := smux.Server(c, socks5test.MultiplexConfig())
+	sess, err := smux.Server(c, smux.DefaultConfig())
 	require.NoError(t, err)
 	peer := dial(t, bnd.String())
 	require.NoError(t, sess.SetDeadline(time.Now().Add(testTimeout)))

@@ -64,14 +64,16 @@ type Server struct {
 	BindMode BindMode
 
 	// Multiplex makes the server answer GOST's multiplexed BIND,
-	// [CmdMultiplexBind], as GOST v3 does. When false, the command is
-	// unknown: the server closes the connection without a reply.
+	// [socksbind.CmdMultiplexBind], as GOST v3 does. When false, the
+	// command is unknown: the server closes the connection without a
+	// reply.
 	//
 	// Reply 1 is that of BIND, and so are the address rules (see the
 	// package documentation: a taken port gets another, where GOST
 	// answers reply 1 with code 1; add a [RefusePort] rule for that) and
-	// Rules. Then the control connection carries an smux session
-	// ([MultiplexConfig]) in which the server is the smux client: every
+	// Rules. Then the control connection carries an smux session (GOST
+	// v3's configuration, which is smux's default, at the version of
+	// MultiplexVersion) in which the server is the smux client: every
 	// peer that connects to the bound socket arrives as a stream the
 	// server opens, which begins with a SOCKS5 reply (code 0) carrying the
 	// peer's address, followed by the peer's bytes. The socket stays open
@@ -186,7 +188,7 @@ func RefuseCommand(cmd socksbind.Command, rep socksbind.Reply) Rule {
 func RefusePort(port uint16, rep socksbind.Reply) Rule {
 	return func(req *Request) socksbind.Reply {
 		switch req.Command {
-		case socksbind.CmdConnect, socksbind.CmdBind, CmdMultiplexBind:
+		case socksbind.CmdConnect, socksbind.CmdBind, socksbind.CmdMultiplexBind:
 			if req.Dst.Port == port {
 				return rep
 			}
@@ -460,7 +462,7 @@ func (s *Server) handle(c net.Conn) {
 		if s.UDPTun {
 			s.udpTun(c, req)
 		}
-	case CmdMultiplexBind:
+	case socksbind.CmdMultiplexBind:
 		if s.Multiplex {
 			s.multiplexBind(c, req)
 		}

@@ -118,7 +118,7 @@ func TestUserPass(t *testing.T) {
 func TestRules(t *testing.T) {
 	echo := newEchoServer(t, "tcp", "127.0.0.1:0")
 	custom := func(req *socks5test.Request) socksbind.Reply {
-		if req.Dst.Type() == socksbind.AddrIPv6 {
+		if wire.Addr(req.Dst).Type() == wire.AddrIPv6 {
 			return socksbind.ReplyAddressTypeNotSupported
 		}
 		return socksbind.ReplySucceeded
@@ -139,7 +139,7 @@ func TestRules(t *testing.T) {
 		{"bind port", []socks5test.Rule{socks5test.RefusePort(4242, socksbind.ReplyNotAllowed)},
 			socksbind.CmdBind, addr(any4, 4242), socksbind.ReplyNotAllowed},
 		{"mbind port, as GOST refuses a taken one", []socks5test.Rule{socks5test.RefusePort(4242, socksbind.ReplyGeneralFailure)},
-			socks5test.CmdMultiplexBind, addr(any4, 4242), socksbind.ReplyGeneralFailure},
+			socksbind.CmdMultiplexBind, addr(any4, 4242), socksbind.ReplyGeneralFailure},
 		{"host ip", []socks5test.Rule{socks5test.RefuseHost("127.0.0.1", socksbind.ReplyHostUnreachable)},
 			socksbind.CmdConnect, addr(ip4, echo.port()), socksbind.ReplyHostUnreachable},
 		{"host name", []socks5test.Rule{socks5test.RefuseHost("localhost", socksbind.ReplyNetworkUnreachable)},
@@ -331,9 +331,9 @@ func TestRequestsRecorded(t *testing.T) {
 		assert.Equal(t, clients[i].String(), req.Client.String())
 		assert.Empty(t, req.User)
 	}
-	assert.Equal(t, socksbind.AddrIPv4, reqs[0].Dst.Type())
-	assert.Equal(t, socksbind.AddrIPv6, reqs[1].Dst.Type())
-	assert.Equal(t, socksbind.AddrDomain, reqs[2].Dst.Type())
+	assert.Equal(t, wire.AddrIPv4, wire.Addr(reqs[0].Dst).Type())
+	assert.Equal(t, wire.AddrIPv6, wire.Addr(reqs[1].Dst).Type())
+	assert.Equal(t, wire.AddrDomain, wire.Addr(reqs[2].Dst).Type())
 
 	// The result is a copy.
 	reqs[0].User = "changed"

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/proxy"
+
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/proxyext"
 )
@@ -63,7 +65,7 @@ const example = `
 Examples:
   expose -proxy socks5://proxy.example:1080 -tunnel :8080=127.0.0.1:3000
   ALL_PROXY=socks5h://user:pass@proxy.example expose -tunnel :2222=127.0.0.1:22
-  expose -proxy 'socks5://proxy.example?bind=mux' -tunnel :80=127.0.0.1:8080 -tunnel :443=127.0.0.1:8443
+  expose -proxy 'socks5://proxy.example?bind=on' -tunnel :80=127.0.0.1:8080 -tunnel :443=127.0.0.1:8443
   expose -proxy socks5://proxy.example -proxy-protocol v2 -status 127.0.0.1:9100 -tunnel :80=127.0.0.1:8080
 `
 
@@ -100,10 +102,10 @@ func (f *tunnelFlags) Set(s string) error {
 	return nil
 }
 
-// parseArgs reads the command line and the environment (through getenv):
-// an error is a usage error, and never shows a password. With -h it
-// writes the usage to out and returns flag.ErrHelp.
-func parseArgs(args []string, out io.Writer, getenv func(string) string) (config, error) {
+// parseArgs reads the command line and, without -proxy, the environment as
+// proxyext does: an error is a usage error, and never shows a password.
+// With -h it writes the usage to out and returns flag.ErrHelp.
+func parseArgs(args []string, out io.Writer) (config, error) {
 	fs := flag.NewFlagSet("expose", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {
@@ -116,7 +118,8 @@ func parseArgs(args []string, out io.Writer, getenv func(string) string) (config
 	proxyURL := fs.String("proxy", "", "SOCKS5 proxy `URL`: socks5://[USER:PASS@]HOST[:PORT], or socks5h:// (default: $ALL_PROXY)")
 	listen := fs.String("listen", "", "`:PORT` for the proxy to listen on, with -to; :0 (the default) takes the port the proxy picks")
 	to := fs.String("to", "", "the service to publish, `HOST:PORT`, such as 127.0.0.1:3000: one tunnel, in place of -tunnel")
-	mux := fs.String("mux", "", "`mode` of listening: auto (multiplexed BIND when the proxy has it), on or off\n(default: the proxy URL's bind=mux or bind=auto, else auto)")
+	var mux socksbind.Multiplex
+	fs.TextVar(&mux, "mux", socksbind.MultiplexAuto, "`mode` of listening: auto (multiplexed BIND when the proxy has it), on or off;\nwithout -mux, the proxy URL's bind=on or bind=auto, if any, else auto")
 	advertise := fs.String("advertise", "", "`IP` to print in place of the one the proxy reports (a proxy behind NAT)")
 	proxyProto := fs.String("proxy-protocol", "", "`version` of the PROXY protocol header sent to the service first: v1 or v2 (default: none)")
 	statusAddr := fs.String("status", "", "`ADDR` to serve /ready and /metrics on, such as 127.0.0.1:9100 (default: none)")
@@ -137,12 +140,6 @@ func parseArgs(args []string, out io.Writer, getenv func(string) string) (config
 	}
 	if cfg.tunnels, err = parseTunnels(tunnels, *listen, *to); err != nil {
 		return cfg, err
-	}
-	var flagMux socksbind.Multiplex
-	if *mux != "" {
-		if flagMux, err = parseMux(*mux); err != nil {
-			return cfg, err
-		}
 	}
 	if *advertise != "" {
 		if cfg.advertise, err = netip.ParseAddr(*advertise); err != nil {
@@ -175,20 +172,24 @@ func parseArgs(args []string, out io.Writer, getenv func(string) string) (config
 	}
 	cfg.retryLimit, cfg.dialTimeout, cfg.grace = *retryLimit, *dialTimeout, *grace
 
-	var urlMux *socksbind.Multiplex
-	cfg.dialer, cfg.proxy, urlMux, err = proxyFrom(*proxyURL, getenv)
+	lc, shown, err := proxyFrom(*proxyURL)
 	if err != nil {
 		return cfg, err
 	}
+	cfg.dialer, cfg.proxy = lc.Dialer, shown
+	muxGiven := false
+	fs.Visit(func(f *flag.Flag) { muxGiven = muxGiven || f.Name == "mux" })
 	switch {
-	case *mux != "" && urlMux != nil && *urlMux != flagMux:
-		return cfg, fmt.Errorf("-mux %s contradicts bind=%s in the proxy URL: give one of them", *mux, bindValue(*urlMux))
-	case *mux != "":
-		cfg.mux = flagMux
-	case urlMux != nil:
-		cfg.mux = *urlMux
-	default:
+	case !muxGiven && lc.Multiplex == socksbind.MultiplexOff:
+		// A URL without bind= (or with bind=off, which proxyext does
+		// not tell apart) leaves the choice to expose.
 		cfg.mux = socksbind.MultiplexAuto
+	case !muxGiven:
+		cfg.mux = lc.Multiplex
+	case lc.Multiplex != socksbind.MultiplexOff && lc.Multiplex != mux:
+		return cfg, fmt.Errorf("-mux %v contradicts bind=%v in the proxy URL: give one of them", mux, lc.Multiplex)
+	default:
+		cfg.mux = mux
 	}
 	return cfg, nil
 }
@@ -295,82 +296,39 @@ func parsePort(s string) (int, error) {
 	return int(port), err
 }
 
-func parseMux(s string) (socksbind.Multiplex, error) {
-	switch s {
-	case "auto":
-		return socksbind.MultiplexAuto, nil
-	case "on":
-		return socksbind.MultiplexOn, nil
-	case "off":
-		return socksbind.MultiplexOff, nil
-	}
-	return 0, fmt.Errorf("-mux %q: want auto, on or off", s)
-}
-
-// bindValue returns the bind= query value that selects m.
-func bindValue(m socksbind.Multiplex) string {
-	if m == socksbind.MultiplexOn {
-		return "mux"
-	}
-	return m.String()
-}
-
-// proxyFrom returns the SOCKS5 dialer of the -proxy URL raw, or of ALL_PROXY
-// when raw is empty, the URL redacted, and the listening mode its bind
-// query parameter selects (nil when it has none).
-func proxyFrom(raw string, getenv func(string) string) (*socksbind.Dialer, string, *socksbind.Multiplex, error) {
+// proxyFrom returns the listen settings that the -proxy URL raw, or
+// ALL_PROXY when raw is empty, describes (see [proxyext.ListenConfig]), and
+// the proxy's URL, redacted.
+func proxyFrom(raw string) (socksbind.ListenConfig, string, error) {
 	const want = "socks5://HOST:PORT or socks5h://HOST:PORT"
-	name := "-proxy"
-	if raw == "" {
-		// The rules of proxyext.FromEnvironment: the upper case spelling
-		// wins when both are set. NO_PROXY does not apply to listening.
-		for _, env := range []string{"ALL_PROXY", "all_proxy"} {
-			if raw = getenv(env); raw != "" {
-				name = env
-				break
-			}
+	var (
+		d     proxy.Dialer
+		label string
+		err   error
+	)
+	if raw != "" {
+		u, perr := url.Parse(raw)
+		if perr != nil || u.Host == "" {
+			// The text may hold a password: it is not repeated.
+			return socksbind.ListenConfig{}, "", fmt.Errorf("-proxy is not a proxy URL: want %s", want)
 		}
+		label = "-proxy " + proxyext.Redact(u)
+		d, err = proxyext.FromURL(u, nil)
+	} else {
+		d, err = proxyext.FromEnvironment()
+		label = fmt.Sprintf("%v (from ALL_PROXY)", d)
 	}
-	if raw == "" {
-		return nil, "", nil, fmt.Errorf("no proxy: give -proxy %s, or set ALL_PROXY", want)
-	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		// The text may hold a password: it is not repeated.
-		return nil, "", nil, fmt.Errorf("%s is not a proxy URL: want %s", name, want)
-	}
-	shown := proxyext.Redact(u)
-	label := "-proxy " + shown
-	if name != "-proxy" {
-		label = name + "=" + shown
-	}
-	switch strings.ToLower(u.Scheme) {
-	case "socks5", "socks5h":
-	case "http", "https":
-		return nil, "", nil, fmt.Errorf("%s is an HTTP proxy, which cannot listen: expose needs a SOCKS5 proxy, %s", label, want)
-	default:
-		return nil, "", nil, fmt.Errorf("%s: scheme %q is not SOCKS5: want %s", label, u.Scheme, want)
-	}
-	d, err := proxyext.FromURL(u, nil)
 	if err != nil {
-		return nil, "", nil, err // proxyext names the URL redacted
+		return socksbind.ListenConfig{}, "", err // proxyext names the URL redacted
 	}
-	sd, ok := proxyext.SOCKS5Dialer(d)
+	if d == proxy.Direct { // FromEnvironment without ALL_PROXY
+		return socksbind.ListenConfig{}, "", fmt.Errorf("no proxy: give -proxy %s, or set ALL_PROXY", want)
+	}
+	lc, ok := proxyext.ListenConfig(d)
 	if !ok {
-		return nil, "", nil, fmt.Errorf("%s: not a SOCKS5 proxy", label)
+		return socksbind.ListenConfig{}, "", fmt.Errorf("%s cannot listen: expose needs a SOCKS5 proxy, %s", label, want)
 	}
-	// proxyext has checked the bind parameter, but keeps the mode it
-	// selects to itself: it is read again here.
-	var mux *socksbind.Multiplex
-	switch u.Query().Get("bind") {
-	case "mux":
-		m := socksbind.MultiplexOn
-		mux = &m
-	case "auto":
-		m := socksbind.MultiplexAuto
-		mux = &m
-	}
-	return sd, shown, mux, nil
+	return lc, fmt.Sprint(d), nil
 }
 
 // explain turns a failure of the listener into a line for the operator,

@@ -5,7 +5,7 @@
 //
 //	go install github.com/socksbind/socksbind/cmd/expose@latest
 //	expose -proxy socks5://proxy.example:1080 -tunnel :8080=127.0.0.1:3000
-//	expose -proxy 'socks5://proxy.example?bind=mux' -tunnel :80=127.0.0.1:8080 -tunnel :2222=127.0.0.1:22
+//	expose -proxy 'socks5://proxy.example?bind=on' -tunnel :80=127.0.0.1:8080 -tunnel :2222=127.0.0.1:22
 //	expose -proxy socks5://proxy.example -proxy-protocol v2 -status 127.0.0.1:9100 -tunnel :80=127.0.0.1:8080
 //	expose -h
 //
@@ -35,7 +35,7 @@ import (
 )
 
 func main() {
-	cfg, err := parseArgs(os.Args[1:], os.Stderr, os.Getenv)
+	cfg, err := parseArgs(os.Args[1:], os.Stderr)
 	var bad badFlags
 	switch {
 	case errors.Is(err, flag.ErrHelp):

@@ -15,9 +15,12 @@ import (
 	"github.com/socksbind/socksbind"
 )
 
-// env returns a getenv that knows only vars.
-func env(vars map[string]string) func(string) string {
-	return func(name string) string { return vars[name] }
+// setEnv makes vars the whole proxy environment of the test.
+func setEnv(t *testing.T, vars map[string]string) {
+	t.Helper()
+	for _, name := range []string{"ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"} {
+		t.Setenv(name, vars[name])
+	}
 }
 
 func TestParseArgs(t *testing.T) {
@@ -47,6 +50,12 @@ func TestParseArgs(t *testing.T) {
 			"tcp", ":0", 0, "127.0.0.1:3000", socksbind.MultiplexOn, proxy},
 		{"URLBindMux", []string{"-proxy", proxy + "?bind=mux", "-to", "127.0.0.1:3000"}, nil,
 			"tcp", ":0", 0, "127.0.0.1:3000", socksbind.MultiplexOn, proxy + "?bind=mux"},
+		{"URLBindOn", []string{"-proxy", proxy + "?bind=on", "-to", "127.0.0.1:3000"}, nil,
+			"tcp", ":0", 0, "127.0.0.1:3000", socksbind.MultiplexOn, proxy + "?bind=on"},
+		{"URLBindAuto", []string{"-proxy", proxy + "?bind=auto", "-to", "127.0.0.1:3000"}, nil,
+			"tcp", ":0", 0, "127.0.0.1:3000", socksbind.MultiplexAuto, proxy + "?bind=auto"},
+		{"MuxOverURLWithoutBind", []string{"-proxy", proxy + "?pipeline=1", "-mux", "on", "-to", "127.0.0.1:3000"}, nil,
+			"tcp", ":0", 0, "127.0.0.1:3000", socksbind.MultiplexOn, proxy + "?pipeline=1"},
 		{"URLBindAgrees", []string{"-proxy", proxy + "?bind=auto", "-mux", "auto", "-to", "127.0.0.1:3000"}, nil,
 			"tcp", ":0", 0, "127.0.0.1:3000", socksbind.MultiplexAuto, proxy + "?bind=auto"},
 		{"ALL_PROXY", []string{"-to", "127.0.0.1:3000"}, map[string]string{"ALL_PROXY": "socks5h://u:secret@127.0.0.1:1080"},
@@ -60,7 +69,8 @@ func TestParseArgs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := parseArgs(tt.args, &bytes.Buffer{}, env(tt.env))
+			setEnv(t, tt.env)
+			cfg, err := parseArgs(tt.args, &bytes.Buffer{})
 			require.NoError(t, err)
 			require.Len(t, cfg.tunnels, 1)
 			assert.Equal(t, tunnelSpec{network: tt.network, listen: tt.listen, port: tt.port, target: tt.target}, cfg.tunnels[0])
@@ -74,7 +84,7 @@ func TestParseArgs(t *testing.T) {
 
 	t.Run("Options", func(t *testing.T) {
 		cfg, err := parseArgs([]string{"-proxy", proxy, "-to", "127.0.0.1:3000", "-advertise", "192.0.2.7",
-			"-retry-limit", "1m", "-dial-timeout", "2s", "-grace", "0s"}, &bytes.Buffer{}, env(nil))
+			"-retry-limit", "1m", "-dial-timeout", "2s", "-grace", "0s"}, &bytes.Buffer{})
 		require.NoError(t, err)
 		assert.Equal(t, netip.MustParseAddr("192.0.2.7"), cfg.advertise)
 		assert.Equal(t, time.Minute, cfg.retryLimit)
@@ -88,7 +98,7 @@ func TestParseArgs(t *testing.T) {
 	t.Run("Tunnels", func(t *testing.T) {
 		cfg, err := parseArgs([]string{"-proxy", proxy, "-tunnel", ":8080=127.0.0.1:3000", "-tunnel", "2222=localhost:22",
 			"-tunnel", "[::]:0=[::1]:9000", "-tunnel", ":0=127.0.0.1:9000", "-proxy-protocol", "v2",
-			"-status", "127.0.0.1:9100", "-log", "json"}, &bytes.Buffer{}, env(nil))
+			"-status", "127.0.0.1:9100", "-log", "json"}, &bytes.Buffer{})
 		require.NoError(t, err)
 		assert.Equal(t, []tunnelSpec{
 			{"tcp", ":8080", 8080, "127.0.0.1:3000"},
@@ -118,19 +128,25 @@ func TestParseArgsMisconfigured(t *testing.T) {
 	}{
 		{"NoProxy", []string{"-to", to}, nil, "no proxy: give -proxy socks5://HOST:PORT or socks5h://HOST:PORT, or set ALL_PROXY"},
 		{"HTTPProxy", []string{"-proxy", "http://alice:" + secret + "@127.0.0.1:3128", "-to", to}, nil,
-			"-proxy http://alice:xxxxx@127.0.0.1:3128 is an HTTP proxy, which cannot listen: expose needs a SOCKS5 proxy"},
+			"-proxy http://alice:xxxxx@127.0.0.1:3128 cannot listen: expose needs a SOCKS5 proxy, socks5://HOST:PORT or socks5h://HOST:PORT"},
 		{"HTTPSFromEnvironment", []string{"-to", to}, map[string]string{"ALL_PROXY": "https://alice:" + secret + "@127.0.0.1:3128"},
-			"ALL_PROXY=https://alice:xxxxx@127.0.0.1:3128 is an HTTP proxy, which cannot listen"},
-		{"OtherScheme", []string{"-proxy", "socks4://alice:" + secret + "@127.0.0.1:1080", "-to", to}, nil,
-			`-proxy socks4://alice:xxxxx@127.0.0.1:1080: scheme "socks4" is not SOCKS5`},
+			"https://alice:xxxxx@127.0.0.1:3128 (from ALL_PROXY) cannot listen: expose needs a SOCKS5 proxy"},
+		{"SOCKS4", []string{"-proxy", "socks4://alice:" + secret + "@127.0.0.1:1080", "-to", to}, nil,
+			`proxyext: socks4://alice:xxxxx@127.0.0.1:1080: SOCKS4 is not supported, only SOCKS5`},
+		{"OtherScheme", []string{"-proxy", "gopher://alice:" + secret + "@127.0.0.1:1080", "-to", to}, nil,
+			`proxyext: gopher://alice:xxxxx@127.0.0.1:1080: proxy: unknown scheme: gopher`},
 		{"NotAURL", []string{"-proxy", "alice:" + secret + "@127.0.0.1:1080", "-to", to}, nil,
 			"-proxy is not a proxy URL: want socks5://HOST:PORT or socks5h://HOST:PORT"},
 		{"HostPortOnly", []string{"-proxy", "127.0.0.1:1080", "-to", to}, nil, "-proxy is not a proxy URL"},
-		{"BadEnvironment", []string{"-to", to}, map[string]string{"ALL_PROXY": "::" + secret}, "ALL_PROXY is not a proxy URL"},
+		{"BadEnvironment", []string{"-to", to}, map[string]string{"ALL_PROXY": "alice:" + secret + "@127.0.0.1:1080"},
+			"proxyext: ALL_PROXY=alice:xxxxx@127.0.0.1:1080: not a proxy URL"},
+		{"BadEnvironmentLowerCase", []string{"-to", to}, map[string]string{"all_proxy": "socks5h://alice:" + secret + "@127.0.0.1:1080?bind=yes"},
+			"proxyext: all_proxy=socks5h://alice:xxxxx@127.0.0.1:1080?bind=yes: invalid bind=yes"},
 		{"BadBind", []string{"-proxy", proxy + "?bind=yes", "-to", to}, nil, "invalid bind=yes"},
 		{"MuxContradictsURL", []string{"-proxy", proxy + "?bind=mux", "-mux", "off", "-to", to}, nil,
-			"-mux off contradicts bind=mux in the proxy URL"},
-		{"UnknownMux", []string{"-proxy", proxy, "-mux", "yes", "-to", to}, nil, `-mux "yes": want auto, on or off`},
+			"-mux off contradicts bind=on in the proxy URL"},
+		{"MuxContradictsEnvironment", []string{"-mux", "on", "-to", to}, map[string]string{"ALL_PROXY": proxy + "?bind=auto"},
+			"-mux on contradicts bind=auto in the proxy URL"},
 		{"NoTarget", []string{"-proxy", proxy}, nil, "no service to publish: give -tunnel LISTEN=TO"},
 		{"ListenWithoutTo", []string{"-proxy", proxy, "-listen", ":8080"}, nil, "no service to publish"},
 		{"TunnelAndTo", []string{"-proxy", proxy, "-tunnel", ":1=" + to, "-to", to}, nil, "give either -tunnel LISTEN=TO (repeated) or -listen and -to, not both"},
@@ -158,7 +174,8 @@ func TestParseArgsMisconfigured(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out bytes.Buffer
-			_, err := parseArgs(tt.args, &out, env(tt.env))
+			setEnv(t, tt.env)
+			_, err := parseArgs(tt.args, &out)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tt.want)
 			assert.NotContains(t, err.Error(), secret)
@@ -168,16 +185,24 @@ func TestParseArgsMisconfigured(t *testing.T) {
 
 	t.Run("FlagSyntax", func(t *testing.T) {
 		var out bytes.Buffer
-		_, err := parseArgs([]string{"-grace", "soon"}, &out, env(nil))
+		_, err := parseArgs([]string{"-grace", "soon"}, &out)
 		var bad badFlags
 		require.ErrorAs(t, err, &bad)
 		assert.Contains(t, out.String(), `invalid value "soon" for flag -grace`)
 		assert.Contains(t, out.String(), "Usage: expose")
 	})
 
+	t.Run("UnknownMux", func(t *testing.T) {
+		var out bytes.Buffer
+		_, err := parseArgs([]string{"-proxy", proxy, "-mux", "yes", "-to", to}, &out)
+		var bad badFlags
+		require.ErrorAs(t, err, &bad)
+		assert.Contains(t, out.String(), `invalid value "yes" for flag -mux: socksbind: unknown multiplex mode "yes": want off, on or auto`)
+	})
+
 	t.Run("Help", func(t *testing.T) {
 		var out bytes.Buffer
-		_, err := parseArgs([]string{"-h"}, &out, env(nil))
+		_, err := parseArgs([]string{"-h"}, &out)
 		assert.True(t, errors.Is(err, flag.ErrHelp))
 		assert.Contains(t, out.String(), "Usage: expose -tunnel LISTEN=TO")
 		assert.Contains(t, out.String(), "-grace duration")

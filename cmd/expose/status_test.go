@@ -26,7 +26,7 @@ var statusLine = regexp.MustCompile(`^level=INFO msg="status served" addr=(\S+) 
 // test's cleanup stops them.
 func runAll(t *testing.T, args ...string) (*logLines, string) {
 	t.Helper()
-	cfg, err := parseArgs(args, io.Discard, env(nil))
+	cfg, err := parseArgs(args, io.Discard)
 	require.NoError(t, err)
 	logs := newLogLines()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -172,7 +172,7 @@ func startTunnel(t *testing.T, args ...string) *running {
 // launch runs the tunnel that args configure, without waiting.
 func launch(t *testing.T, args ...string) *running {
 	t.Helper()
-	cfg, err := parseArgs(args, io.Discard, env(nil))
+	cfg, err := parseArgs(args, io.Discard)
 	require.NoError(t, err)
 	require.Len(t, cfg.tunnels, 1)
 	r := &running{log: newLogLines(), done: make(chan error, 1)}

@@ -38,16 +38,13 @@ import (
 func main() {
 	proxyURL := flag.String("proxy", "", "SOCKS5 proxy URL, such as socks5h://127.0.0.1:1080 (default: an in-process one)")
 	listen := flag.String("listen", ":18080", "BIND address: \":PORT\" for a fixed port, \":0\" for any port")
-	mux := flag.String("mux", "auto", "multiplexed BIND: auto (when the proxy has it), on, or off")
+	var multiplex socksbind.Multiplex
+	flag.TextVar(&multiplex, "mux", socksbind.MultiplexAuto, "multiplexed BIND: auto (when the proxy has it), on, or off;\nwithout -mux, the proxy URL's bind=on or bind=auto, if any")
 	requests := flag.Int("n", 6, "requests to send, at once, to the in-process setup before exiting")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("httpserve: ")
 
-	multiplex, err := parseMux(*mux)
-	if err != nil {
-		log.Fatal(err)
-	}
 	embedded := *proxyURL == ""
 	if embedded {
 		srv := socks5test.NewUnstartedServer()
@@ -57,20 +54,19 @@ func main() {
 		*proxyURL = srv.URL
 		fmt.Println("in-process SOCKS5 server on", srv.Addr())
 	}
-	d, err := dialer(*proxyURL)
+	lc, err := listenConfig(*proxyURL)
 	if err != nil {
 		log.Fatal(err)
+	}
+	if flagSet("mux") || lc.Multiplex == socksbind.MultiplexOff {
+		lc.Multiplex = multiplex
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	moved := &moves{log: log.Default()}
-	lc := socksbind.ListenConfig{
-		Dialer:    d,
-		Multiplex: multiplex,
-		Armed:     moved.armed,
-		Retrying:  quietRetries(),
-	}
+	lc.Armed = moved.armed
+	lc.Retrying = quietRetries()
 	ln, err := lc.Listen(ctx, "tcp", *listen)
 	if embedded && errors.Is(err, socksbind.ErrAddressInUse) && !flagSet("listen") {
 		fmt.Printf("port %s is taken on this machine; any port will do for the demonstration\n", strings.TrimPrefix(*listen, ":"))
@@ -132,25 +128,26 @@ func main() {
 	}
 }
 
-// dialer makes the Dialer of a proxy URL; a bare host:port is taken for
+// listenConfig returns the listen settings of a proxy URL (its dialer, and
+// the multiplexing its bind= asks for); a bare host:port is taken for
 // socks5h://host:port.
-func dialer(raw string) (*socksbind.Dialer, error) {
+func listenConfig(raw string) (socksbind.ListenConfig, error) {
 	if !strings.Contains(raw, "://") {
 		raw = "socks5h://" + raw
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("-proxy: %v", err)
+		return socksbind.ListenConfig{}, fmt.Errorf("-proxy: %v", err)
 	}
 	pd, err := proxyext.FromURL(u, nil)
 	if err != nil {
-		return nil, err
+		return socksbind.ListenConfig{}, err
 	}
-	d, ok := proxyext.SOCKS5Dialer(pd)
+	lc, ok := proxyext.ListenConfig(pd)
 	if !ok {
-		return nil, fmt.Errorf("-proxy %s: not a SOCKS5 proxy, which cannot listen", proxyext.Redact(u))
+		return socksbind.ListenConfig{}, fmt.Errorf("-proxy %s: not a SOCKS5 proxy, which cannot listen", proxyext.Redact(u))
 	}
-	return d, nil
+	return lc, nil
 }
 
 // flagSet reports whether the flag name was given.
@@ -158,18 +155,6 @@ func flagSet(name string) bool {
 	set := false
 	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
-}
-
-func parseMux(s string) (socksbind.Multiplex, error) {
-	switch s {
-	case "auto":
-		return socksbind.MultiplexAuto, nil
-	case "on":
-		return socksbind.MultiplexOn, nil
-	case "off":
-		return socksbind.MultiplexOff, nil
-	}
-	return 0, fmt.Errorf("-mux %q: want auto, on or off", s)
 }
 
 // capabilities says what the listener can do for a server.

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 )
 
 // Version5 is the protocol version byte of SOCKS version 5.
@@ -414,22 +415,63 @@ func unexpected(err error) error {
 // relayed TCP connection whose end it knows only by name.
 func (a Addr) Network() string { return "tcp" }
 
-// A StageError says which message of an exchange failed: "greeting reply",
-// "authentication reply", "CONNECT reply", "BIND reply 1", "BIND reply 2",
-// "HTTP CONNECT response". It unwraps to the cause, so errors.Is(err,
-// io.ErrUnexpectedEOF) still holds for a message cut short.
+// A Stage names the message of an exchange that an error is about, in the
+// words its errors print.
+type Stage string
+
+// The stages of the exchanges with a proxy.
+const (
+	StageGreeting          Stage = "greeting reply"       // the method selection
+	StageAuth              Stage = "authentication reply" // the answer to the credentials
+	StageConnectReply      Stage = "CONNECT reply"
+	StageBindReply1        Stage = "BIND reply 1" // the address the proxy listens on
+	StageBindReply2        Stage = "BIND reply 2" // the peer that connected
+	StageUDPAssociateReply Stage = "UDP ASSOCIATE reply"
+	StageMBINDReply        Stage = "MBIND reply"        // the address of a multiplexed BIND
+	StageMBINDStreamReply  Stage = "MBIND stream reply" // the header of a stream: its peer
+	StageHTTPConnect       Stage = "HTTP CONNECT response"
+)
+
+// ReplyStage names the first reply to cmd.
+func ReplyStage(cmd Command) Stage {
+	switch cmd {
+	case CmdConnect:
+		return StageConnectReply
+	case CmdBind:
+		return StageBindReply1
+	case CmdUDPAssociate:
+		return StageUDPAssociateReply
+	case CmdMultiplexBind:
+		return StageMBINDReply
+	}
+	return Stage(strings.ToUpper(cmd.String()) + " reply")
+}
+
+// A StageError says which message of an exchange failed. It unwraps to the
+// cause, so errors.Is(err, io.ErrUnexpectedEOF) still holds for a message
+// cut short.
 type StageError struct {
-	Stage string
+	Stage Stage
 	Err   error
 }
 
-func (e *StageError) Error() string { return e.Stage + ": " + e.Err.Error() }
+func (e *StageError) Error() string { return string(e.Stage) + ": " + e.Err.Error() }
 func (e *StageError) Unwrap() error { return e.Err }
 
 // AtStage wraps err, unless nil, in a StageError for stage.
-func AtStage(stage string, err error) error {
+func AtStage(stage Stage, err error) error {
 	if err == nil {
 		return nil
 	}
 	return &StageError{Stage: stage, Err: err}
+}
+
+// StageOf returns the stage of the first StageError in err's tree, or ""
+// when there is none.
+func StageOf(err error) Stage {
+	var se *StageError
+	if errors.As(err, &se) {
+		return se.Stage
+	}
+	return ""
 }

@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/netip"
 	"strings"
@@ -241,4 +242,25 @@ func FuzzReadReply(f *testing.F) {
 			t.Fatalf("round trip: read %x, encoded %x", in[:used], b)
 		}
 	})
+}
+
+// TestStages checks that the stages keep the words errors have always
+// printed, and that StageOf finds a stage through wrapping.
+func TestStages(t *testing.T) {
+	for cmd, want := range map[Command]string{
+		CmdConnect:       "CONNECT reply",
+		CmdBind:          "BIND reply 1",
+		CmdUDPAssociate:  "UDP ASSOCIATE reply",
+		CmdMultiplexBind: "MBIND reply",
+		Command(9):       "UNKNOWN COMMAND 9 reply",
+	} {
+		assert.Equal(t, Stage(want), ReplyStage(cmd))
+	}
+	err := fmt.Errorf("socks bind: %w", AtStage(StageBindReply2, io.ErrUnexpectedEOF))
+	assert.Equal(t, "socks bind: BIND reply 2: unexpected EOF", err.Error())
+	assert.Equal(t, StageBindReply2, StageOf(err))
+	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	assert.Equal(t, Stage(""), StageOf(io.ErrUnexpectedEOF))
+	assert.Equal(t, Stage(""), StageOf(nil))
+	assert.NoError(t, AtStage(StageGreeting, nil))
 }
