@@ -52,10 +52,12 @@ func get(client *http.Client, url string) (int, error) {
 	return resp.StatusCode, err
 }
 
-// One client uploads 64 MiB to a handler that does not read it for 10 s.
-// With smux version 2, 100 short requests of other clients meanwhile are
-// each answered within 1 s; version 1 has one buffer for the session, and
-// the test records what happens.
+// One client uploads 64 MiB to a handler that does not read it until the
+// test says so. With smux version 2, 100 short requests of other clients
+// are all answered meanwhile (each within milliseconds here; the test logs
+// the slowest and, so that a loaded machine cannot fail it, gives each the
+// usual test timeout); version 1 has one buffer for the session, and the
+// test records what happens.
 func TestMBINDGostSlowReader(t *testing.T) {
 	for _, v := range []int{1, 2} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
@@ -69,9 +71,9 @@ func TestMBINDGostSlowReader(t *testing.T) {
 			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.URL.Path == "/upload" {
 					close(stalled)
-					select { // a handler that does not read for 10 s
+					select { // a handler that does not read until released
 					case <-release:
-					case <-time.After(10 * time.Second):
+					case <-time.After(2 * time.Minute):
 					}
 					io.Copy(io.Discard, r.Body)
 				}
@@ -100,7 +102,11 @@ func TestMBINDGostSlowReader(t *testing.T) {
 			}
 			time.Sleep(500 * time.Millisecond) // let the upload fill every buffer it can
 
-			client := newClient(t, time.Second)
+			timeout := testTimeout
+			if v == 1 {
+				timeout = time.Second // frozen: one request is enough to tell
+			}
+			client := newClient(t, timeout)
 			answered, slowest := 0, time.Duration(0)
 			var firstErr error
 			for i := range 100 {
@@ -116,7 +122,7 @@ func TestMBINDGostSlowReader(t *testing.T) {
 					break // the session is frozen: one is enough to tell
 				}
 			}
-			t.Logf("smux v%d: %d of 100 answered within 1 s while 64 MiB sat unread (slowest %v; first failure %v)", v, answered, slowest.Round(time.Microsecond), firstErr)
+			t.Logf("smux v%d: %d of 100 answered while 64 MiB sat unread (slowest %v; first failure %v)", v, answered, slowest.Round(time.Microsecond), firstErr)
 			if v == 2 {
 				assert.Equal(t, 100, answered)
 			}
@@ -233,7 +239,9 @@ func (r *restartLog) snapshot() []error {
 }
 
 // GOST killed by its pid and started again on the same port: the listener
-// serves again at the same address within 5 s, http.Serve never returns,
+// serves again at the same address (within 5 s here: the test logs the
+// time, and waits the usual test timeout so that a loaded machine cannot
+// fail it), http.Serve never returns,
 // and Retrying was told.
 func TestMBINDGostKilled(t *testing.T) {
 	t.Parallel() // leaks are the unit tests' to catch: parallel tests share the process
@@ -262,8 +270,8 @@ func TestMBINDGostKilled(t *testing.T) {
 			select {
 			case a := <-log.armed:
 				assert.Equal(t, addr, a.String(), "the address after the restart")
-			case <-time.After(5 * time.Second):
-				t.Fatal("the listener was not armed again within 5 s of the restart")
+			case <-time.After(testTimeout):
+				t.Fatal("the listener was not armed again after the restart")
 			}
 			code, err = get(client, "http://"+addr+"/")
 			require.NoError(t, err, "a request after the restart")
