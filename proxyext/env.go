@@ -75,25 +75,41 @@ func ListenProxy(ctx context.Context, network, address string) (net.Listener, er
 }
 
 func listen(ctx context.Context, network, address string, fallback bool) (net.Listener, error) {
-	opErr := func(source net.Addr, err error) error {
-		return &net.OpError{Op: "listen", Net: network, Source: source, Addr: netutil.TextAddr(address), Err: err}
-	}
-	env, err := readEnvironment(nil)
+	env, err := proxyFor(network, address, fallback)
 	if err != nil {
-		return nil, opErr(nil, err)
+		return nil, err
 	}
-	if env.proxy == nil {
-		if !fallback {
-			return nil, opErr(nil, fmt.Errorf("proxyext: ALL_PROXY is not set: %w", socksbind.ErrNoProxy))
-		}
+	if env == nil {
 		var lc net.ListenConfig
 		return lc.Listen(ctx, network, address)
 	}
 	ld, ok := env.dialer.(ListenDialer)
 	if !ok {
-		return nil, opErr(env.proxyAddr(), fmt.Errorf("proxyext: %s=%s cannot listen: %w", env.name, Redact(env.proxy), socksbind.ErrCommandNotSupported))
+		return nil, env.cannot(network, address, "listen")
 	}
 	return ld.Listen(ctx, network, address)
+}
+
+// proxyFor reads ALL_PROXY for Listen or ListenPacket: the environment
+// when a proxy is configured; nil when none is and fallback lets the
+// caller work locally; an error otherwise.
+func proxyFor(network, address string, fallback bool) (*environment, error) {
+	env, err := readEnvironment(nil)
+	switch {
+	case err != nil:
+		return nil, &net.OpError{Op: "listen", Net: network, Addr: netutil.TextAddr(address), Err: err}
+	case env.proxy != nil:
+		return env, nil
+	case fallback:
+		return nil, nil
+	}
+	return nil, &net.OpError{Op: "listen", Net: network, Addr: netutil.TextAddr(address), Err: fmt.Errorf("proxyext: ALL_PROXY is not set: %w", socksbind.ErrNoProxy)}
+}
+
+// cannot is the error of a proxy that cannot do what (listen, relay UDP).
+func (env *environment) cannot(network, address, what string) error {
+	return &net.OpError{Op: "listen", Net: network, Source: env.proxyAddr(), Addr: netutil.TextAddr(address),
+		Err: fmt.Errorf("proxyext: %s=%s cannot %s: %w", env.name, Redact(env.proxy), what, socksbind.ErrCommandNotSupported)}
 }
 
 // environment is what ALL_PROXY and NO_PROXY say.

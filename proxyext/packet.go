@@ -89,23 +89,17 @@ func ListenPacketProxy(ctx context.Context, network, address string) (net.Packet
 }
 
 func listenPacket(ctx context.Context, network, address string, fallback bool) (net.PacketConn, error) {
-	opErr := func(source net.Addr, err error) error {
-		return &net.OpError{Op: "listen", Net: network, Source: source, Addr: netutil.TextAddr(address), Err: err}
-	}
-	env, err := readEnvironment(nil)
+	env, err := proxyFor(network, address, fallback)
 	if err != nil {
-		return nil, opErr(nil, err)
+		return nil, err
 	}
-	if env.proxy == nil {
-		if !fallback {
-			return nil, opErr(nil, fmt.Errorf("proxyext: ALL_PROXY is not set: %w", socksbind.ErrNoProxy))
-		}
+	if env == nil {
 		var lc net.ListenConfig
 		return lc.ListenPacket(ctx, network, address)
 	}
 	pl, ok := env.dialer.(PacketListener)
 	if !ok {
-		return nil, opErr(env.proxyAddr(), fmt.Errorf("proxyext: %s=%s cannot relay UDP: %w", env.name, Redact(env.proxy), socksbind.ErrCommandNotSupported))
+		return nil, env.cannot(network, address, "relay UDP")
 	}
 	return pl.ListenPacket(ctx, network, address)
 }
