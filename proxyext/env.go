@@ -75,7 +75,7 @@ func ListenProxy(ctx context.Context, network, address string) (net.Listener, er
 }
 
 func listen(ctx context.Context, network, address string, fallback bool) (net.Listener, error) {
-	env, err := proxyFor(network, address, fallback)
+	env, err := configuredProxy(network, address, fallback)
 	if err != nil {
 		return nil, err
 	}
@@ -90,10 +90,10 @@ func listen(ctx context.Context, network, address string, fallback bool) (net.Li
 	return ld.Listen(ctx, network, address)
 }
 
-// proxyFor reads ALL_PROXY for Listen or ListenPacket: the environment
+// configuredProxy reads ALL_PROXY for Listen or ListenPacket: the environment
 // when a proxy is configured; nil when none is and fallback lets the
 // caller work locally; an error otherwise.
-func proxyFor(network, address string, fallback bool) (*environment, error) {
+func configuredProxy(network, address string, fallback bool) (*environment, error) {
 	env, err := readEnvironment(nil)
 	switch {
 	case err != nil:

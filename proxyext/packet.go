@@ -89,7 +89,7 @@ func ListenPacketProxy(ctx context.Context, network, address string) (net.Packet
 }
 
 func listenPacket(ctx context.Context, network, address string, fallback bool) (net.PacketConn, error) {
-	env, err := proxyFor(network, address, fallback)
+	env, err := configuredProxy(network, address, fallback)
 	if err != nil {
 		return nil, err
 	}
