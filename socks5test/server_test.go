@@ -16,6 +16,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -430,7 +431,7 @@ func TestClose(t *testing.T) {
 	outbound, err := target.Accept()
 	require.NoError(t, err)
 	t.Cleanup(func() { outbound.Close() })
-	eventually(t, func() bool { return len(srv.Requests()) == 3 }, "requests read")
+	testkit.Eventually(t, testTimeout, func() bool { return len(srv.Requests()) == 3 }, "requests read")
 	require.Equal(t, 1, srv.ActiveBinds())
 
 	var wg sync.WaitGroup
@@ -447,5 +448,5 @@ func TestClose(t *testing.T) {
 	assert.ErrorIs(t, err, net.ErrClosed)
 	srv.Close()
 
-	eventually(t, func() bool { return runtime.NumGoroutine() <= before }, "goroutines left after Close")
+	testkit.Eventually(t, testTimeout, func() bool { return runtime.NumGoroutine() <= before }, "goroutines left after Close")
 }

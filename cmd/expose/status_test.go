@@ -16,6 +16,7 @@ import (
 
 	"github.com/socksbind/socksbind/internal/leakcheck"
 	"github.com/socksbind/socksbind/internal/promtest"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -79,7 +80,7 @@ func pollReady(t *testing.T, addr string, code int) string {
 func TestStatus(t *testing.T) {
 	leakcheck.Check(t)
 	srv := startProxy(t, func(s *socks5test.Server) { s.Multiplex = true })
-	echo := startEcho(t)
+	echo := testkit.Echo(t, "tcp").Addr().String()
 	down := refusedAddr(t)
 	held, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -164,7 +165,7 @@ func TestSpoiledStream(t *testing.T) {
 		s.Multiplex = true
 		s.MultiplexNoHeader = true // the peer's bytes come where the reply should
 	})
-	echo := startEcho(t)
+	echo := testkit.Echo(t, "tcp").Addr().String()
 	logs, status := runAll(t, "-proxy", srv.URL, "-status", "127.0.0.1:0", "-tunnel", ":0="+echo)
 	addr := logs.next(t, reachableLine)[2]
 	pollReady(t, status, http.StatusOK)
