@@ -293,54 +293,6 @@ func requireReleased(t *testing.T, p uint16) {
 	requireRefused(t, addr(ip4, p))
 }
 
-// An echoServer sends back what it reads, and passes a half-close on.
-type echoServer struct {
-	ln    net.Listener
-	peers chan net.Addr // remote address of every connection accepted
-}
-
-func newEchoServer(t *testing.T, network, address string) *echoServer {
-	t.Helper()
-	ln, err := net.Listen(network, address)
-	require.NoError(t, err)
-	e := &echoServer{ln: ln, peers: make(chan net.Addr, 16)}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]struct{}{}
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = struct{}{}
-			mu.Unlock()
-			e.peers <- c.RemoteAddr()
-			wg.Go(func() {
-				defer c.Close()
-				if _, err := io.Copy(c, c); err == nil {
-					c.(*net.TCPConn).CloseWrite()
-				}
-			})
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return e
-}
-
-func (e *echoServer) port() uint16 {
-	return netip.MustParseAddrPort(e.ln.Addr().String()).Port()
-}
-
 // echoed checks that c reaches an echo server, half-close included.
 func echoed(t *testing.T, c net.Conn) {
 	t.Helper()

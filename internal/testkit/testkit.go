@@ -15,11 +15,22 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Echo listens on a port of network's loopback address ([::1] for "tcp6",
-// 127.0.0.1 otherwise) and echoes every connection, passing the client's half-close on, until
-// the test ends; then it closes the listener and the connections still
-// open and waits for its goroutines.
-func Echo(t testing.TB, network string) net.Listener {
+// An EchoServer sends back what it reads on every connection, and passes
+// the client's half-close on.
+type EchoServer struct {
+	net.Listener
+	// Peers receives the remote address of each connection accepted, the
+	// first 1024 of them.
+	Peers <-chan net.Addr
+}
+
+// Port returns the port the server listens on.
+func (e *EchoServer) Port() int { return e.Addr().(*net.TCPAddr).Port }
+
+// Echo starts an EchoServer on a port of network's loopback address ([::1]
+// for "tcp6", 127.0.0.1 otherwise). When the test ends it closes the
+// listener and the connections still open, and waits for its goroutines.
+func Echo(t testing.TB, network string) *EchoServer {
 	t.Helper()
 	address := "127.0.0.1:0"
 	if network == "tcp6" {
@@ -27,6 +38,7 @@ func Echo(t testing.TB, network string) net.Listener {
 	}
 	ln, err := net.Listen(network, address)
 	require.NoError(t, err)
+	peers := make(chan net.Addr, 1024)
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex // guards conns
@@ -41,6 +53,10 @@ func Echo(t testing.TB, network string) net.Listener {
 			mu.Lock()
 			conns[c] = true
 			mu.Unlock()
+			select {
+			case peers <- c.RemoteAddr():
+			default:
+			}
 			wg.Go(func() {
 				defer func() {
 					mu.Lock()
@@ -65,7 +81,7 @@ func Echo(t testing.TB, network string) net.Listener {
 		mu.Unlock()
 		wg.Wait()
 	})
-	return ln
+	return &EchoServer{Listener: ln, Peers: peers}
 }
 
 // FreePort returns a port of 127.0.0.1 that the kernel picked and that was
