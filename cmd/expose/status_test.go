@@ -63,15 +63,12 @@ func getReady(t *testing.T, addr string) (int, string) {
 // pollReady polls /ready until it answers code.
 func pollReady(t *testing.T, addr string, code int) string {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for {
-		got, body := getReady(t, addr)
-		if got == code {
-			return body
-		}
-		require.False(t, time.Now().After(deadline), "/ready still answers %d: %s", got, body)
-		time.Sleep(5 * time.Millisecond) // poll interval
+	var got int
+	var body string
+	if !testkit.Poll(testTimeout, func() bool { got, body = getReady(t, addr); return got == code }) {
+		t.Fatalf("/ready still answers %d: %s", got, body)
 	}
+	return body
 }
 
 // TestStatus runs three tunnels: one serves, one's service is down, and

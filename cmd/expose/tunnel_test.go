@@ -312,10 +312,8 @@ func payload(n int) []byte {
 // pollNoBinds waits until the proxy has no BIND socket open.
 func pollNoBinds(t *testing.T, srv *socks5test.Server) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for srv.ActiveBinds() > 0 {
-		require.False(t, time.Now().After(deadline), "the proxy still listens: %d BIND sockets", srv.ActiveBinds())
-		time.Sleep(5 * time.Millisecond) // poll interval
+	if !testkit.Poll(testTimeout, func() bool { return srv.ActiveBinds() == 0 }) {
+		t.Fatalf("the proxy still listens: %d BIND sockets", srv.ActiveBinds())
 	}
 }
 
