@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -49,7 +50,7 @@ func TestDialConnect(t *testing.T) {
 						s.Users = map[string]string{a.auth.User: a.auth.Password}
 					}
 				})
-				echo := echoServer(t, tt.network)
+				echo := testkit.Echo(t, tt.network)
 				d, err := socksbind.SOCKS5("tcp", srv.Addr(), a.auth, nil)
 				require.NoError(t, err)
 
@@ -86,7 +87,7 @@ func TestDialConnect(t *testing.T) {
 
 func TestDialResolveLocally(t *testing.T) {
 	srv := newProxy(t, nil)
-	echo := echoServer(t, "tcp4")
+	echo := testkit.Echo(t, "tcp4")
 	d := newDialer(t, srv)
 	d.ResolveLocally = true
 	c, err := d.Dial("tcp4", "localhost:"+itoa(portOf(echo.Addr())))
@@ -324,7 +325,7 @@ func TestDialCancelForwardWithoutContext(t *testing.T) {
 
 func TestDialDeadlinesCleared(t *testing.T) {
 	srv := newProxy(t, nil)
-	echo := echoServer(t, "tcp4")
+	echo := testkit.Echo(t, "tcp4")
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	c, err := newDialer(t, srv).DialContext(ctx, "tcp", echo.Addr().String())
@@ -343,11 +344,11 @@ func TestConnFastPaths(t *testing.T) {
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
-	accepted := acceptOne(t, ln)
+	accepted := testkit.AcceptAsync(ln)
 	c, err := newDialer(t, srv).Dial("tcp", ln.Addr().String())
 	require.NoError(t, err)
 	defer c.Close()
-	peer := <-accepted
+	peer := (<-accepted).Conn
 	require.NotNil(t, peer)
 	defer peer.Close()
 
@@ -384,12 +385,12 @@ func TestNettestConn(t *testing.T) {
 			return nil, nil, nil, err
 		}
 		defer ln.Close()
-		accepted := acceptOne(t, ln)
+		accepted := testkit.AcceptAsync(ln)
 		c1, err = d.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		c2 = <-accepted
+		c2 = (<-accepted).Conn
 		return c1, c2, func() { c1.Close(); c2.Close() }, nil
 	})
 }

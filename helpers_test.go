@@ -1,13 +1,9 @@
 package socksbind_test
 
 import (
-	"io"
-	"math/rand/v2"
 	"net"
 	"runtime"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +11,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -40,52 +37,6 @@ func newDialer(t *testing.T, srv *socks5test.Server) *socksbind.Dialer {
 	return d
 }
 
-// echoServer listens on network's loopback address and echoes every
-// connection until the test ends.
-func echoServer(t *testing.T, network string) net.Listener {
-	t.Helper()
-	addr := "127.0.0.1:0"
-	if network == "tcp6" {
-		addr = "[::1]:0"
-	}
-	ln, err := net.Listen(network, addr)
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln
-}
-
-// acceptOne accepts one connection from ln in the background.
-func acceptOne(t *testing.T, ln net.Listener) <-chan net.Conn {
-	t.Helper()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(ch)
-			return
-		}
-		ch <- c
-	}()
-	return ch
-}
-
 func portOf(a net.Addr) int { return a.(*net.TCPAddr).Port }
 
 // freePort returns a port of 127.0.0.1 that is free now, for a test that
@@ -94,19 +45,7 @@ func portOf(a net.Addr) int { return a.(*net.TCPAddr).Port }
 // take it (or leave it in TIME_WAIT) behind the test's back, and below the
 // range the integration tests take theirs from (20000 and up), since go
 // test runs packages at once.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for range 100 {
-		port := 10000 + rand.IntN(10000)
-		ln, err := net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(port))
-		if err == nil {
-			ln.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port below the ephemeral range")
-	return 0
-}
+func freePort(t *testing.T) int { return testkit.FreePortIn(t, 10000, 20000) }
 
 // waitBlocked waits until n goroutines are blocked in a Listener's
 // AcceptContext, so a test acts on Accepts that are really waiting.

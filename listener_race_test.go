@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -65,7 +66,7 @@ func TestTTLExpiredReply2(t *testing.T) {
 		default: // a hook must never block the listener
 		}
 	}}, ":0")
-	accepted := acceptOne(t, ln)
+	accepted := testkit.AcceptAsync(ln)
 	dialPeer(t, ln.Addr())
 	var err error
 	select {
@@ -77,7 +78,8 @@ func TestTTLExpiredReply2(t *testing.T) {
 	assert.NotErrorIs(t, err, os.ErrDeadlineExceeded)
 	peer := dialPeer(t, waitArmed(t, armed))
 	select {
-	case c, ok := <-accepted:
+	case r := <-accepted:
+		c, ok := r.Conn, r.Err == nil
 		require.True(t, ok, "Accept failed")
 		defer c.Close()
 		assert.Equal(t, peer.LocalAddr().String(), c.RemoteAddr().String())
@@ -93,10 +95,11 @@ func TestRearmNeverDoubles(t *testing.T) {
 	ln := listen(t, srv, socksbind.ListenConfig{Armed: func(net.Addr) { time.Sleep(20 * time.Millisecond) }}, ":0")
 	for i := range 5 {
 		armed := ln.Addr()
-		accepted := acceptOne(t, ln)
+		accepted := testkit.AcceptAsync(ln)
 		dialPeer(t, armed)
 		select {
-		case c, ok := <-accepted:
+		case r := <-accepted:
+			c, ok := r.Conn, r.Err == nil
 			require.True(t, ok, "Accept %d failed", i)
 			c.Close()
 		case <-time.After(10 * time.Second):

@@ -19,6 +19,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -65,11 +66,12 @@ func refuseBinds(rep socksbind.Reply, refuse func(n int) bool) func(*socks5test.
 }
 
 // serveOne has a peer connect and checks that Accept returns it.
-func serveOne(t *testing.T, ln *socksbind.Listener, accepted <-chan net.Conn) {
+func serveOne(t *testing.T, ln *socksbind.Listener, accepted <-chan testkit.Accepted) {
 	t.Helper()
 	peer := dialPeer(t, ln.Addr())
 	select {
-	case c, ok := <-accepted:
+	case r := <-accepted:
+		c, ok := r.Conn, r.Err == nil
 		require.True(t, ok, "Accept failed")
 		defer c.Close()
 		assert.Equal(t, peer.LocalAddr().String(), c.RemoteAddr().String())
@@ -115,7 +117,7 @@ func TestRearmSilentProxy(t *testing.T) {
 	dialPeer(t, ln.Addr())
 	accept(t, ln)
 
-	accepted := acceptOne(t, ln)
+	accepted := testkit.AcceptAsync(ln)
 	waitArmed(t, armed)
 	assert.Equal(t, 3, bindCount(srv))
 	serveOne(t, ln, accepted)
@@ -165,7 +167,7 @@ func TestRearmTransientReplies(t *testing.T) {
 			ln := listen(t, srv, socksbind.ListenConfig{Retrying: log.hook, Armed: hook}, ":0")
 			dialPeer(t, ln.Addr())
 			accept(t, ln)
-			accepted := acceptOne(t, ln)
+			accepted := testkit.AcceptAsync(ln)
 			waitArmed(t, armed)
 			assert.Equal(t, 5, bindCount(srv))
 			serveOne(t, ln, accepted)
@@ -260,7 +262,7 @@ func TestProxyRestart(t *testing.T) {
 	accept(t, ln)
 	require.Eventually(t, func() bool { return srv.ActiveBinds() == 1 }, 10*time.Second, time.Millisecond)
 
-	accepted := acceptOne(t, ln)
+	accepted := testkit.AcceptAsync(ln)
 	srv.Close()
 	require.Eventually(t, func() bool { return log.len() >= 2 }, 10*time.Second, time.Millisecond,
 		"the listener did not notice the proxy had gone")

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -176,7 +177,7 @@ func TestListenPeerFilter(t *testing.T) {
 	require.Len(t, reqs, 1)
 	assert.Equal(t, "127.0.0.2", reqs[0].Dst.Host())
 
-	accepted := acceptOne(t, ln)
+	accepted := testkit.AcceptAsync(ln)
 	wrong := dialPeer(t, ln.Addr())
 	var err error
 	select {
@@ -196,7 +197,8 @@ func TestListenPeerFilter(t *testing.T) {
 	require.NoError(t, err)
 	defer right.Close()
 	select {
-	case c, ok := <-accepted:
+	case r := <-accepted:
+		c, ok := r.Conn, r.Err == nil
 		require.True(t, ok, "Accept failed")
 		defer c.Close()
 		assert.Equal(t, right.LocalAddr().String(), c.RemoteAddr().String())
@@ -291,7 +293,7 @@ func TestListenFixedRearm(t *testing.T) {
 			t.Fatal("no retry reported")
 		}
 		assert.Equal(t, port, portOf(ln.Addr()), "a fixed-port listener never reports another port")
-		accepted := acceptOne(t, ln)
+		accepted := testkit.AcceptAsync(ln)
 
 		// The peer closes first, so the port is not left in TIME_WAIT.
 		peer.Close()
@@ -312,7 +314,8 @@ func TestListenFixedRearm(t *testing.T) {
 		defer peer2.Close()
 		var c2 net.Conn
 		select {
-		case c2 = <-accepted:
+		case r := <-accepted:
+			c2 = r.Conn
 			require.NotNil(t, c2, "Accept failed")
 		case <-time.After(10 * time.Second):
 			t.Fatal("Accept never recovered")

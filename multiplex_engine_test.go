@@ -19,6 +19,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -245,7 +246,7 @@ func TestMultiplexBacklogFull(t *testing.T) {
 	for _, p := range peers {
 		p.SetReadDeadline(time.Now().Add(3 * time.Second))
 		_, err := p.Read(make([]byte, 1))
-		if !isTimeout(err) {
+		if !testkit.IsTimeout(err) {
 			closed++
 		}
 	}
@@ -291,7 +292,7 @@ func TestMultiplexSessionRestored(t *testing.T) {
 	addr := ln.Addr()
 	dialPeer(t, addr)
 	old := accept(t, ln)
-	next := acceptOne(t, ln)
+	next := testkit.AcceptAsync(ln)
 
 	srv.Close()
 	require.Eventually(t, func() bool { return log.len() >= 1 }, 10*time.Second, time.Millisecond)
@@ -318,7 +319,8 @@ func TestMultiplexSessionRestored(t *testing.T) {
 	peer := dialPeer(t, addr)
 	var c net.Conn
 	select {
-	case c = <-next:
+	case r := <-next:
+		c = r.Conn
 		require.NotNil(t, c, "Accept failed across the restart")
 	case <-time.After(10 * time.Second):
 		t.Fatal("Accept did not return after the session was back")
@@ -610,7 +612,7 @@ func TestMultiplexStreamOfLostSession(t *testing.T) {
 	_, err = io.ReadAll(c)
 	require.Error(t, err, "the stream of a lost session read as complete")
 	assertSessionLost(t, err)
-	assert.False(t, isTimeout(err), "%v", err)
+	assert.False(t, testkit.IsTimeout(err), "%v", err)
 
 	sess = p.session(t) // asked for again
 	openPeer(t, sess, 1002, true)
@@ -628,7 +630,7 @@ func TestMultiplexStreamDeadlineError(t *testing.T) {
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Millisecond)))
 	_, err := c.Read(make([]byte, 1))
 	assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
-	assert.True(t, isTimeout(err))
+	assert.True(t, testkit.IsTimeout(err))
 }
 
 // A session that stopped reading because the application does not read

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -143,16 +144,11 @@ func TestMultiplexClose(t *testing.T) {
 		require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
 		_, err := c.Read(make([]byte, 1))
 		assert.Error(t, err, "an accepted stream outlived its session")
-		assert.False(t, isTimeout(err), "an accepted stream outlived its session")
+		assert.False(t, testkit.IsTimeout(err), "an accepted stream outlived its session")
 	}
 	require.Eventually(t, func() bool { return srv.ActiveBinds() == 0 }, 10*time.Second, time.Millisecond)
 	_, err := net.Dial("tcp", addr.String())
 	assert.ErrorIs(t, err, syscall.ECONNREFUSED)
-}
-
-func isTimeout(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
 }
 
 // Proxies without MBIND: MultiplexOn fails with ErrCommandNotSupported;
@@ -234,7 +230,7 @@ func TestMultiplexConnDeadlines(t *testing.T) {
 
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(20*time.Millisecond)))
 	_, err := c.Read(make([]byte, 1))
-	assert.True(t, isTimeout(err), "%v", err)
+	assert.True(t, testkit.IsTimeout(err), "%v", err)
 
 	require.NoError(t, c.SetReadDeadline(time.Time{}))
 	errc := make(chan error, 1)
@@ -243,7 +239,7 @@ func TestMultiplexConnDeadlines(t *testing.T) {
 	require.NoError(t, c.SetReadDeadline(time.Now()))
 	select {
 	case err := <-errc:
-		assert.True(t, isTimeout(err), "%v", err)
+		assert.True(t, testkit.IsTimeout(err), "%v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("a deadline set while Read blocked did not end it")
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/hostile"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -87,7 +88,7 @@ func TestPipelineConnect(t *testing.T) {
 					s.Users = map[string]string{user: "secret"}
 				}
 			})
-			echo := echoServer(t, "tcp")
+			echo := testkit.Echo(t, "tcp")
 			d, w := pipelined(t, srv, user, "secret")
 			c, err := d.DialContext(context.Background(), "tcp", echo.Addr().String())
 			require.NoError(t, err)
@@ -230,7 +231,7 @@ func TestPipelineListen(t *testing.T) {
 // ReadFrom and WriteTo paths, where the kernel can splice.
 func TestSplicePath(t *testing.T) {
 	srv := newProxy(t, nil)
-	echo := echoServer(t, "tcp")
+	echo := testkit.Echo(t, "tcp")
 
 	// Into the Conn: its ReadFrom hands the reader to the TCP
 	// connection's ReadFrom.

@@ -20,35 +20,21 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 )
 
 var loopback4 = netip.MustParseAddr("127.0.0.1")
 
-// acceptResult is what an Accept run in a goroutine returned.
-type acceptResult struct {
-	c   net.Conn
-	err error
-}
-
-// acceptAsync runs ln.Accept in a goroutine; the test reads the result
-// with awaitAccept.
-func acceptAsync(ln net.Listener) <-chan acceptResult {
-	ch := make(chan acceptResult, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- acceptResult{c, err}
-	}()
-	return ch
-}
-
-func awaitAccept(t testing.TB, ch <-chan acceptResult) (net.Conn, error) {
+// awaitAccept reads the result of testkit.AcceptAsync, and closes the
+// accepted connection when the test ends.
+func awaitAccept(t testing.TB, ch <-chan testkit.Accepted) (net.Conn, error) {
 	t.Helper()
 	select {
 	case r := <-ch:
-		if r.c != nil {
-			t.Cleanup(func() { r.c.Close() })
+		if r.Conn != nil {
+			t.Cleanup(func() { r.Conn.Close() })
 		}
-		return r.c, r.err
+		return r.Conn, r.Err
 	case <-time.After(testTimeout):
 		require.FailNow(t, "Accept did not return")
 		return nil, nil
@@ -70,7 +56,7 @@ func listen(t testing.TB, d *socksbind.Dialer, lc socksbind.ListenConfig, addres
 // when the test ends.
 func accept(t testing.TB, ln net.Listener) *socksbind.Conn {
 	t.Helper()
-	c, err := awaitAccept(t, acceptAsync(ln))
+	c, err := awaitAccept(t, testkit.AcceptAsync(ln))
 	require.NoError(t, err)
 	require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
 	return asConn(t, c)
@@ -192,7 +178,7 @@ func TestBindDante(t *testing.T) {
 		ln, err := d.Listen(testContext(t), "tcp", ":0")
 		require.NoError(t, err)
 		addr := ln.Addr()
-		blocked := acceptAsync(ln)
+		blocked := testkit.AcceptAsync(ln)
 
 		require.NoError(t, ln.Close())
 		_, err = awaitAccept(t, blocked)
@@ -225,7 +211,7 @@ func TestBindDante(t *testing.T) {
 		defer cancel()
 		_, err := ln.AcceptContext(ctx)
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
-		second := acceptAsync(ln)
+		second := testkit.AcceptAsync(ln)
 		require.NoError(t, ln.Close())
 		_, err = awaitAccept(t, second)
 		assert.ErrorIs(t, err, net.ErrClosed)
@@ -295,7 +281,7 @@ func testFixedPortRearm(t *testing.T, d *socksbind.Dialer) {
 
 	// The port is busy with the connection: Dante binds another, which
 	// the listener gives back, and tries again later.
-	pending := acceptAsync(ln)
+	pending := testkit.AcceptAsync(ln)
 	select {
 	case err := <-retried:
 		require.ErrorIs(t, err, socksbind.ErrAddressInUse)
@@ -324,7 +310,7 @@ func testFixedPortRearm(t *testing.T, d *socksbind.Dialer) {
 		assert.Equal(t, want, addrPort(c2.LocalAddr()))
 		bothWays(t, c2, peer2)
 	case r := <-pending:
-		require.FailNow(t, "Accept returned while the port was busy", "%v", r.err)
+		require.FailNow(t, "Accept returned while the port was busy", "%v", r.Err)
 	case <-time.After(testTimeout):
 		require.FailNow(t, "the port never came back")
 	}
@@ -460,7 +446,7 @@ func TestBindDanteFilteredPeer(t *testing.T) {
 	armed := make(chan net.Addr, 8)
 	ln := listen(t, d, socksbind.ListenConfig{Retrying: retried.hook, Armed: func(a net.Addr) { armed <- a }}, ":0")
 	first := ln.Addr()
-	pending := acceptAsync(ln)
+	pending := testkit.AcceptAsync(ln)
 	blocked := dialPeer(t, "127.0.0.2", first)
 	err := retried.next(t)
 	re := requireReplyError(t, err, "socks bind", socksbind.CmdBind, socksbind.ReplyNotAllowed,
@@ -492,7 +478,7 @@ func TestBindDanteExpectedPeer(t *testing.T) {
 		// A one-shot listener, as for FTP: the refusal is Accept's.
 		ln := listen(t, d, socksbind.ListenConfig{Once: true}, "127.0.0.3:0")
 		other := dialPeer(t, "127.0.0.2", ln.Addr())
-		_, err := awaitAccept(t, acceptAsync(ln))
+		_, err := awaitAccept(t, testkit.AcceptAsync(ln))
 		re := requireReplyError(t, err, "accept", socksbind.CmdBind, socksbind.ReplyNotAllowed,
 			socksbind.ErrNotAllowed, syscall.EACCES)
 		assert.Equal(t, addrPort(other.LocalAddr()), addrPort(re.Addr))
@@ -502,7 +488,7 @@ func TestBindDanteExpectedPeer(t *testing.T) {
 		armed := make(chan net.Addr, 8)
 		ln := listen(t, d, socksbind.ListenConfig{Retrying: retried.hook, Armed: func(a net.Addr) { armed <- a }}, "127.0.0.3:0")
 		first := ln.Addr()
-		pending := acceptAsync(ln)
+		pending := testkit.AcceptAsync(ln)
 		other := dialPeer(t, "127.0.0.2", first)
 		re := requireReplyError(t, retried.next(t), "socks bind", socksbind.CmdBind, socksbind.ReplyNotAllowed,
 			socksbind.ErrNotAllowed, syscall.EACCES)

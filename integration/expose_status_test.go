@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socksbind/socksbind/internal/promtest"
+	"github.com/socksbind/socksbind/internal/testkit"
 )
 
 // startNginx starts nginx on a free loopback port, expecting the PROXY
@@ -143,15 +144,12 @@ func getReady(t *testing.T, status string) (int, string) {
 // pollReady polls /ready until it answers code, and returns the body.
 func pollReady(t *testing.T, status string, code int) string {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for {
-		got, body := getReady(t, status)
-		if got == code {
-			return body
-		}
-		require.False(t, time.Now().After(deadline), "/ready still answers %d:\n%s", got, body)
-		time.Sleep(5 * time.Millisecond) // poll interval
+	var got int
+	var body string
+	if !testkit.Poll(testTimeout, func() bool { got, body = getReady(t, status); return got == code }) {
+		t.Fatalf("/ready still answers %d:\n%s", got, body)
 	}
+	return body
 }
 
 // metricValue returns a metric of the program's tunnel listen=target.

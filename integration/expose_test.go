@@ -24,6 +24,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/socksbind/socksbind/internal/testkit"
 )
 
 // The lines of the program's log (slog's text format) that the tests read.
@@ -538,11 +540,7 @@ func concurrentPeer(addr string, size int, first *sync.WaitGroup) error {
 func pollReleased(t *testing.T, s *Server, addr string) {
 	t.Helper()
 	port := portOf(t, addr)
-	deadline := time.Now().Add(testTimeout)
-	for ownsListener(s.pid, port) {
-		if time.Now().After(deadline) {
-			require.FailNow(t, "the proxy still listens", "%s on port %d", s.Name, port)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
+	if !testkit.Poll(testTimeout, func() bool { return !ownsListener(s.pid, port) }) {
+		require.FailNow(t, "the proxy still listens", "%s on port %d", s.Name, port)
 	}
 }

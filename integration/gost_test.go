@@ -24,6 +24,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 )
 
 // cmdMBIND is GOST's multiplexed BIND.
@@ -43,12 +44,8 @@ func gostListeners(t *testing.T, s *Server, port uint16) []netip.AddrPort {
 // by another process that takes the port meanwhile.
 func pollGostReleased(t *testing.T, s *Server, port uint16) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for ownsListener(s.pid, int(port)) {
-		if time.Now().After(deadline) {
-			require.FailNow(t, "GOST still listens", "port %d", port)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
+	if !testkit.Poll(testTimeout, func() bool { return !ownsListener(s.pid, int(port)) }) {
+		require.FailNow(t, "GOST still listens", "port %d", port)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"net/url"
@@ -20,6 +19,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/socksbind/socksbind/internal/testkit"
 )
 
 // envRequire names the environment variable that makes missing servers an
@@ -152,19 +153,7 @@ func requireTools(t testing.TB, names ...string) {
 // is taken below the kernel's ephemeral range, where no outgoing connection
 // (of this process or another) can take it, or leave it in TIME_WAIT, before
 // the test binds it: tests ask Dante for such ports by number.
-func freePort(t testing.TB) int {
-	t.Helper()
-	for range 100 {
-		port := 20000 + rand.IntN(12000)
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err == nil {
-			ln.Close()
-			return port
-		}
-	}
-	t.Fatalf("integration: no free port below the ephemeral range")
-	return 0
-}
+func freePort(t testing.TB) int { return testkit.FreePortIn(t, 20000, 32000) }
 
 // freePortBoth returns a TCP port that was free on both 127.0.0.1 and ::1.
 func freePortBoth(t testing.TB) int {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 )
 
 // loadParallel bounds how many handshakes with Dante run at once: Dante
@@ -107,25 +108,25 @@ func TestLoadBindDante(t *testing.T) {
 			return err
 		}
 		defer peer.Close()
-		ch := acceptAsync(ln)
-		var r acceptResult
+		ch := testkit.AcceptAsync(ln)
+		var r testkit.Accepted
 		select {
 		case r = <-ch:
 		case <-time.After(testTimeout):
 			ln.Close()
 			r = <-ch
 		}
-		if r.err != nil {
-			return r.err
+		if r.Err != nil {
+			return r.Err
 		}
-		defer r.c.Close()
-		if got, want := addrPort(r.c.RemoteAddr()), addrPort(peer.LocalAddr()); got != want {
+		defer r.Conn.Close()
+		if got, want := addrPort(r.Conn.RemoteAddr()), addrPort(peer.LocalAddr()); got != want {
 			return fmt.Errorf("accepted %v, the peer is %v", got, want)
 		}
-		if err := echoBack(peer, r.c, fmt.Sprintf("listener %d to its peer", i)); err != nil {
+		if err := echoBack(peer, r.Conn, fmt.Sprintf("listener %d to its peer", i)); err != nil {
 			return err
 		}
-		if err := echoBack(r.c, peer, fmt.Sprintf("peer of listener %d", i)); err != nil {
+		if err := echoBack(r.Conn, peer, fmt.Sprintf("peer of listener %d", i)); err != nil {
 			return err
 		}
 		// The peer resets, so that no TIME_WAIT is left on the port
@@ -133,7 +134,7 @@ func TestLoadBindDante(t *testing.T) {
 		if err := lingerClose(peer); err != nil {
 			return err
 		}
-		if n, err := r.c.Read(make([]byte, 1)); n != 0 || err == nil {
+		if n, err := r.Conn.Read(make([]byte, 1)); n != 0 || err == nil {
 			return fmt.Errorf("read %d bytes, %v after the peer left", n, err)
 		}
 		return nil

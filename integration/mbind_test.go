@@ -25,6 +25,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/proxyext"
 )
 
@@ -212,7 +213,7 @@ func TestMBINDGostClose(t *testing.T) {
 		dialPeer(t, "127.0.0.1", addr)
 		conns = append(conns, accept(t, ln))
 	}
-	pending := acceptAsync(ln)
+	pending := testkit.AcceptAsync(ln)
 	time.Sleep(10 * time.Millisecond) // let Accept block
 	start := time.Now()
 	require.NoError(t, ln.Close())

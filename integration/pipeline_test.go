@@ -19,6 +19,7 @@ import (
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/latency"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 )
 
 // pipelinedDialer is a Dialer for addr that pipelines.
@@ -48,7 +49,7 @@ func checkPipelined(t *testing.T, d *socksbind.Dialer) {
 	ln := listen(t, d, socksbind.ListenConfig{Armed: func(a net.Addr) { armed <- a }}, ":0")
 	addr := ln.Addr()
 	for range 3 { // the first BIND and two pipelined re-arms
-		pending := acceptAsync(ln)
+		pending := testkit.AcceptAsync(ln)
 		peer := dialPeer(t, "127.0.0.1", addr)
 		conn, err := awaitAccept(t, pending)
 		require.NoError(t, err)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 )
 
 // startDanteOn starts danted as startDante does, on the given port.
@@ -78,13 +79,13 @@ func TestDanteRestart(t *testing.T) {
 	bothWays(t, c, peer)
 	waitArmed(t, armed)
 
-	pending := acceptAsync(ln)
+	pending := testkit.AcceptAsync(ln)
 	require.NoError(t, first.stop())
 	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return nretries >= 2 }, testTimeout, time.Millisecond,
 		"the listener did not notice that Dante had gone")
 	select {
 	case r := <-pending:
-		require.FailNow(t, "Accept returned while Dante was down", "%v", r.err)
+		require.FailNow(t, "Accept returned while Dante was down", "%v", r.Err)
 	default:
 	}
 

@@ -15,6 +15,7 @@ import (
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/connectproxy"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -178,7 +179,7 @@ func TestChainDial(t *testing.T) {
 	for _, tt := range chains {
 		t.Run(tt.name, func(t *testing.T) {
 			leakcheck.Check(t)
-			target := net.JoinHostPort(echoName, echoServer(t))
+			target := net.JoinHostPort(echoName, testkit.Port(testkit.Echo(t, "tcp").Addr()))
 			ch := tt.build(t)
 			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 			defer cancel()

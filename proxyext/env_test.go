@@ -19,6 +19,7 @@ import (
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/connectproxy"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -45,7 +46,7 @@ func newEnvServers(t *testing.T) *envServers {
 		http:      startHTTP(t, nil, false),
 		httpAuth:  startHTTP(t, map[string]string{"user": secret}, false),
 		https:     startHTTP(t, nil, true),
-		port:      echoServer(t),
+		port:      testkit.Port(testkit.Echo(t, "tcp").Addr()),
 	}
 	s.socksNoBind = socks5test.NewUnstartedServer()
 	s.socksNoBind.Rules = []socks5test.Rule{socks5test.RefuseCommand(socksbind.CmdBind, socksbind.ReplyNotAllowed)}

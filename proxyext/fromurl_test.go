@@ -22,6 +22,7 @@ import (
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/connectproxy"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -230,7 +231,7 @@ func TestResolution(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.scheme, func(t *testing.T) {
 			leakcheck.Check(t)
-			port := echoServer(t)
+			port := testkit.Port(testkit.Echo(t, "tcp").Addr())
 			srv := startSOCKS(t, nil, socks5test.BindDante)
 			d, err := FromURL(mustParse(t, tt.scheme+"://"+srv.Addr()), nil)
 			require.NoError(t, err)
@@ -280,7 +281,7 @@ func TestHTTPConnect(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			leakcheck.Check(t)
-			target := "127.0.0.1:" + echoServer(t)
+			target := "127.0.0.1:" + testkit.Port(testkit.Echo(t, "tcp").Addr())
 			if tt.target == "closed" {
 				target = refusedAddr(t)
 			}
@@ -474,7 +475,7 @@ func TestListenConfig(t *testing.T) {
 func TestHTTPSProxyUnknownAuthority(t *testing.T) {
 	leakcheck.Check(t)
 	cp := startHTTP(t, nil, true)
-	target := "127.0.0.1:" + echoServer(t)
+	target := "127.0.0.1:" + testkit.Port(testkit.Echo(t, "tcp").Addr())
 	d, err := FromURL(mustParse(t, cp.URL), nil)
 	require.NoError(t, err)
 	_, err = d.Dial("tcp", target)

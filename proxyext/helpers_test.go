@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ import (
 	"github.com/socksbind/socksbind/internal/connectproxy"
 	"github.com/socksbind/socksbind/internal/hostile"
 	"github.com/socksbind/socksbind/internal/netutil"
+	"github.com/socksbind/socksbind/internal/testkit"
 )
 
 // testTimeout is a safety net against a hung test, never a wait.
@@ -46,33 +48,6 @@ func clearEnv(t *testing.T) {
 	}
 }
 
-// echoServer accepts connections on a loopback port and sends back what it
-// reads, until the test ends. It returns the port.
-func echoServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				io.Copy(c, c)
-			})
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
-}
-
 // assertEcho checks that c carries bytes both ways to an echo server.
 func assertEcho(t *testing.T, c net.Conn) {
 	t.Helper()
@@ -84,16 +59,6 @@ func assertEcho(t *testing.T, c net.Conn) {
 	_, err = io.ReadFull(c, buf)
 	require.NoError(t, err)
 	assert.Equal(t, msg, string(buf))
-}
-
-// freePort returns a port of 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	require.NoError(t, ln.Close())
-	return port
 }
 
 // refusedAddr returns an address of 127.0.0.1 that refuses connections
@@ -113,13 +78,13 @@ func refusedAddr(t *testing.T) string {
 func listenFreePort(t *testing.T, listen func(address string) (net.Listener, error)) (net.Listener, error) {
 	t.Helper()
 	for range 4 {
-		ln, err := listen(":" + freePort(t))
+		ln, err := listen(":" + strconv.Itoa(testkit.FreePort(t, net.ListenConfig{})))
 		if !errors.Is(err, socksbind.ErrAddressInUse) {
 			return ln, err
 		}
 		t.Logf("port taken meanwhile, trying another: %v", err)
 	}
-	return listen(":" + freePort(t))
+	return listen(":" + strconv.Itoa(testkit.FreePort(t, net.ListenConfig{})))
 }
 
 // serveHTTP runs an unchanged http.Serve on ln until the test ends, and

@@ -18,6 +18,7 @@ import (
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/hostile"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/internal/wire"
 )
 
@@ -222,7 +223,7 @@ func (c *deadlineConn) SetDeadline(t time.Time) error {
 func TestHTTPConnectDefaultTimeout(t *testing.T) {
 	leakcheck.Check(t)
 	cp := startHTTP(t, nil, false)
-	port := echoServer(t)
+	port := testkit.Port(testkit.Echo(t, "tcp").Addr())
 	rec := &recordingDialer{}
 	d, err := FromURL(mustParse(t, cp.URL), rec)
 	require.NoError(t, err)

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -30,8 +31,8 @@ func TestFaultStages(t *testing.T) {
 			return false
 		}
 	})
-	echo := newEchoServer(t, "tcp", "127.0.0.1:0")
-	c, rep, _ := request(t, srv, socksbind.CmdConnect, addr(ip4, echo.port()))
+	echo := testkit.Echo(t, "tcp4")
+	c, rep, _ := request(t, srv, socksbind.CmdConnect, addr(ip4, uint16(echo.Port())))
 	require.Equal(t, socksbind.ReplySucceeded, rep)
 	echoed(t, c)
 

@@ -2,7 +2,6 @@ package socks5test_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -54,7 +54,7 @@ func TestMain(m *testing.M) {
 // of net/http's leak check.
 func serverGoroutines() string {
 	var leaked []string
-	poll(func() bool {
+	testkit.Poll(testTimeout, func() bool {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		leaked = leaked[:0]
@@ -198,19 +198,6 @@ func exchange(t *testing.T, a, b net.Conn) {
 	assert.Equal(t, "pong after half-close", string(got))
 }
 
-// freePort returns a port of 127.0.0.1 that nothing holds, not even a
-// connection in TIME_WAIT: the kernel picks it for a socket without
-// SO_REUSEADDR, like the server's BIND sockets.
-func freePort(t *testing.T) uint16 {
-	t.Helper()
-	lc := net.ListenConfig{Control: noReuseAddr}
-	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := netip.MustParseAddrPort(ln.Addr().String()).Port()
-	require.NoError(t, ln.Close())
-	return port
-}
-
 // closedPort returns a port of 127.0.0.1 that refuses connections until the
 // test ends: the local end of a connection holds it, without SO_REUSEADDR,
 // so that nothing else on the machine can listen on it meanwhile.
@@ -232,7 +219,7 @@ func closedPort(t *testing.T) uint16 {
 func bindFreePort(t *testing.T, srv *socks5test.Server) (net.Conn, uint16) {
 	t.Helper()
 	for range 10 {
-		p := freePort(t)
+		p := uint16(testkit.FreePort(t, net.ListenConfig{Control: noReuseAddr}))
 		c, bnd := bind(t, srv, addr(any4, p))
 		assert.Equal(t, ip4, bnd.IP)
 		if bnd.Port == p {
@@ -306,54 +293,6 @@ func requireReleased(t *testing.T, p uint16) {
 	requireRefused(t, addr(ip4, p))
 }
 
-// An echoServer sends back what it reads, and passes a half-close on.
-type echoServer struct {
-	ln    net.Listener
-	peers chan net.Addr // remote address of every connection accepted
-}
-
-func newEchoServer(t *testing.T, network, address string) *echoServer {
-	t.Helper()
-	ln, err := net.Listen(network, address)
-	require.NoError(t, err)
-	e := &echoServer{ln: ln, peers: make(chan net.Addr, 16)}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]struct{}{}
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = struct{}{}
-			mu.Unlock()
-			e.peers <- c.RemoteAddr()
-			wg.Go(func() {
-				defer c.Close()
-				if _, err := io.Copy(c, c); err == nil {
-					c.(*net.TCPConn).CloseWrite()
-				}
-			})
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return e
-}
-
-func (e *echoServer) port() uint16 {
-	return netip.MustParseAddrPort(e.ln.Addr().String()).Port()
-}
-
 // echoed checks that c reaches an echo server, half-close included.
 func echoed(t *testing.T, c net.Conn) {
 	t.Helper()
@@ -374,15 +313,6 @@ func echoed(t *testing.T, c net.Conn) {
 	assert.True(t, bytes.Equal(msg, got), "echoed %q", got)
 }
 
-// eventually polls cond until it holds or testTimeout passes. It runs cond
-// on the test's goroutine, so that counting goroutines in cond is exact.
-func eventually(t *testing.T, cond func() bool, msg string) {
-	t.Helper()
-	if !poll(cond) {
-		t.Errorf("condition never satisfied: %s", msg)
-	}
-}
-
 // spin is eventually without pauses, for a check that must follow an event
 // closely.
 func spin(t *testing.T, cond func() bool, msg string) {
@@ -395,19 +325,4 @@ func spin(t *testing.T, cond func() bool, msg string) {
 		}
 		runtime.Gosched()
 	}
-}
-
-// poll checks cond every millisecond until it holds, for testTimeout at
-// most, and reports whether it held.
-func poll(cond func() bool) bool {
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		<-tick.C
-	}
-	return true
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/xtaci/smux"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -192,7 +193,7 @@ func TestMBIND(t *testing.T) {
 	t.Run("port asked for", func(t *testing.T) {
 		srv := newMultiplexServer(t, nil)
 		for range 10 {
-			p := freePort(t)
+			p := uint16(testkit.FreePort(t, net.ListenConfig{Control: noReuseAddr}))
 			sess, c, bnd := mbind(t, srv, addr(any4, p))
 			if bnd.Port != p {
 				// Taken in between by another process.
@@ -338,7 +339,7 @@ func TestMBINDClose(t *testing.T) {
 	require.NoError(t, st.SetDeadline(time.Now().Add(testTimeout)))
 	readReply(t, st)
 	idle := dial(t, bnd.String()) // a second peer, its stream not accepted
-	eventually(t, func() bool { return sess.NumStreams() == 2 }, "second stream opened")
+	testkit.Eventually(t, testTimeout, func() bool { return sess.NumStreams() == 2 }, "second stream opened")
 
 	srv.Close()
 	assert.Zero(t, srv.ActiveBinds())
@@ -349,6 +350,6 @@ func TestMBINDClose(t *testing.T) {
 	require.NoError(t, sess.Close())
 	requireReleased(t, bnd.Port)
 
-	eventually(t, func() bool { return smuxGoroutines() == 0 }, "smux goroutines left")
-	eventually(t, func() bool { return runtime.NumGoroutine() <= before }, "goroutines left after Close")
+	testkit.Eventually(t, testTimeout, func() bool { return smuxGoroutines() == 0 }, "smux goroutines left")
+	testkit.Eventually(t, testTimeout, func() bool { return runtime.NumGoroutine() <= before }, "goroutines left after Close")
 }

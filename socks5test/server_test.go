@@ -16,6 +16,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -79,7 +80,7 @@ func TestGreeting(t *testing.T) {
 func TestUserPass(t *testing.T) {
 	users := map[string]string{"alice": "secret", "bob": "hunter2"}
 	srv := newServer(t, func(s *socks5test.Server) { s.Users = users })
-	echo := newEchoServer(t, "tcp", "127.0.0.1:0")
+	echo := testkit.Echo(t, "tcp4")
 
 	login := func(t *testing.T, user, pass string) (net.Conn, byte) {
 		c := dial(t, srv.Addr())
@@ -94,7 +95,7 @@ func TestUserPass(t *testing.T) {
 	t.Run("good", func(t *testing.T) {
 		c, status := login(t, "bob", "hunter2")
 		require.Equal(t, byte(0), status)
-		sendRequest(t, c, socksbind.CmdConnect, addr(ip4, echo.port()))
+		sendRequest(t, c, socksbind.CmdConnect, addr(ip4, uint16(echo.Port())))
 		rep, _ := readReply(t, c)
 		require.Equal(t, socksbind.ReplySucceeded, rep)
 		echoed(t, c)
@@ -116,7 +117,7 @@ func TestUserPass(t *testing.T) {
 }
 
 func TestRules(t *testing.T) {
-	echo := newEchoServer(t, "tcp", "127.0.0.1:0")
+	echo := testkit.Echo(t, "tcp4")
 	custom := func(req *socks5test.Request) socksbind.Reply {
 		if wire.Addr(req.Dst).Type() == wire.AddrIPv6 {
 			return socksbind.ReplyAddressTypeNotSupported
@@ -131,24 +132,24 @@ func TestRules(t *testing.T) {
 		want  socksbind.Reply
 	}{
 		{"command", []socks5test.Rule{socks5test.RefuseCommand(socksbind.CmdConnect, socksbind.ReplyNotAllowed)},
-			socksbind.CmdConnect, addr(ip4, echo.port()), socksbind.ReplyNotAllowed},
+			socksbind.CmdConnect, addr(ip4, uint16(echo.Port())), socksbind.ReplyNotAllowed},
 		{"command bind refused in reply 1", []socks5test.Rule{socks5test.RefuseCommand(socksbind.CmdBind, socksbind.ReplyNotAllowed)},
 			socksbind.CmdBind, addr(any4, 0), socksbind.ReplyNotAllowed},
-		{"port", []socks5test.Rule{socks5test.RefusePort(echo.port(), socksbind.ReplyConnectionRefused)},
-			socksbind.CmdConnect, addr(ip4, echo.port()), socksbind.ReplyConnectionRefused},
+		{"port", []socks5test.Rule{socks5test.RefusePort(uint16(echo.Port()), socksbind.ReplyConnectionRefused)},
+			socksbind.CmdConnect, addr(ip4, uint16(echo.Port())), socksbind.ReplyConnectionRefused},
 		{"bind port", []socks5test.Rule{socks5test.RefusePort(4242, socksbind.ReplyNotAllowed)},
 			socksbind.CmdBind, addr(any4, 4242), socksbind.ReplyNotAllowed},
 		{"mbind port, as GOST refuses a taken one", []socks5test.Rule{socks5test.RefusePort(4242, socksbind.ReplyGeneralFailure)},
 			socksbind.CmdMultiplexBind, addr(any4, 4242), socksbind.ReplyGeneralFailure},
 		{"host ip", []socks5test.Rule{socks5test.RefuseHost("127.0.0.1", socksbind.ReplyHostUnreachable)},
-			socksbind.CmdConnect, addr(ip4, echo.port()), socksbind.ReplyHostUnreachable},
+			socksbind.CmdConnect, addr(ip4, uint16(echo.Port())), socksbind.ReplyHostUnreachable},
 		{"host name", []socks5test.Rule{socks5test.RefuseHost("localhost", socksbind.ReplyNetworkUnreachable)},
-			socksbind.CmdConnect, socksbind.Addr{Name: "localhost", Port: echo.port()}, socksbind.ReplyNetworkUnreachable},
+			socksbind.CmdConnect, socksbind.Addr{Name: "localhost", Port: uint16(echo.Port())}, socksbind.ReplyNetworkUnreachable},
 		{"first refusal wins", []socks5test.Rule{
 			socks5test.RefusePort(1, socksbind.ReplyGeneralFailure),
 			custom,
 			socks5test.RefuseCommand(socksbind.CmdConnect, socksbind.ReplyNotAllowed),
-		}, socksbind.CmdConnect, addr(ip6, echo.port()), socksbind.ReplyAddressTypeNotSupported},
+		}, socksbind.CmdConnect, addr(ip6, uint16(echo.Port())), socksbind.ReplyAddressTypeNotSupported},
 		{"rules run before unsupported commands", []socks5test.Rule{socks5test.RefuseCommand(socksbind.CmdUDPAssociate, socksbind.ReplyTTLExpired)},
 			socksbind.CmdUDPAssociate, addr(any4, 0), socksbind.ReplyTTLExpired},
 	} {
@@ -166,11 +167,11 @@ func TestRules(t *testing.T) {
 		srv := newServer(t, func(s *socks5test.Server) {
 			s.Rules = []socks5test.Rule{
 				socks5test.RefuseCommand(socksbind.CmdBind, socksbind.ReplyNotAllowed),
-				socks5test.RefusePort(echo.port()+1, socksbind.ReplyNotAllowed),
+				socks5test.RefusePort(uint16(echo.Port())+1, socksbind.ReplyNotAllowed),
 				socks5test.RefuseHost("localhost", socksbind.ReplyNotAllowed),
 			}
 		})
-		c, rep, _ := request(t, srv, socksbind.CmdConnect, addr(ip4, echo.port()))
+		c, rep, _ := request(t, srv, socksbind.CmdConnect, addr(ip4, uint16(echo.Port())))
 		require.Equal(t, socksbind.ReplySucceeded, rep)
 		echoed(t, c)
 	})
@@ -180,36 +181,35 @@ func TestConnect(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		network string
-		listen  string
 		dst     func(port uint16) socksbind.Addr
 		ipv6    bool
 	}{
-		{"ipv4", "tcp4", "127.0.0.1:0", func(p uint16) socksbind.Addr { return addr(ip4, p) }, false},
-		{"ipv6", "tcp6", "[::1]:0", func(p uint16) socksbind.Addr { return addr(ip6, p) }, true},
-		{"localhost", "tcp4", "127.0.0.1:0", func(p uint16) socksbind.Addr { return socksbind.Addr{Name: "localhost", Port: p} }, false},
-		{"name from Hosts", "tcp4", "127.0.0.1:0", func(p uint16) socksbind.Addr { return socksbind.Addr{Name: "api.example", Port: p} }, false},
+		{"ipv4", "tcp4", func(p uint16) socksbind.Addr { return addr(ip4, p) }, false},
+		{"ipv6", "tcp6", func(p uint16) socksbind.Addr { return addr(ip6, p) }, true},
+		{"localhost", "tcp4", func(p uint16) socksbind.Addr { return socksbind.Addr{Name: "localhost", Port: p} }, false},
+		{"name from Hosts", "tcp4", func(p uint16) socksbind.Addr { return socksbind.Addr{Name: "api.example", Port: p} }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.ipv6 {
 				requireIPv6(t)
 			}
 			srv := newServer(t, func(s *socks5test.Server) { s.Hosts = map[string]netip.Addr{"api.example": ip4} })
-			echo := newEchoServer(t, tc.network, tc.listen)
-			c, rep, bnd := request(t, srv, socksbind.CmdConnect, tc.dst(echo.port()))
+			echo := testkit.Echo(t, tc.network)
+			c, rep, bnd := request(t, srv, socksbind.CmdConnect, tc.dst(uint16(echo.Port())))
 			require.Equal(t, socksbind.ReplySucceeded, rep)
 			// BND is the local address of the server's outbound
 			// connection: what the target sees as its peer.
-			assert.Equal(t, wireAddr(<-echo.peers), bnd)
+			assert.Equal(t, wireAddr(<-echo.Peers), bnd)
 			echoed(t, c)
 		})
 	}
 
 	t.Run("report unspecified", func(t *testing.T) {
 		srv := newServer(t, func(s *socks5test.Server) { s.ReportUnspecified = true })
-		echo := newEchoServer(t, "tcp", "127.0.0.1:0")
-		c, rep, bnd := request(t, srv, socksbind.CmdConnect, addr(ip4, echo.port()))
+		echo := testkit.Echo(t, "tcp4")
+		c, rep, bnd := request(t, srv, socksbind.CmdConnect, addr(ip4, uint16(echo.Port())))
 		require.Equal(t, socksbind.ReplySucceeded, rep)
-		assert.Equal(t, addr(any4, wireAddr(<-echo.peers).Port), bnd)
+		assert.Equal(t, addr(any4, wireAddr(<-echo.Peers).Port), bnd)
 		echoed(t, c)
 	})
 
@@ -225,10 +225,10 @@ func TestConnect(t *testing.T) {
 		// Greeting, request and payload in one write: the server reads
 		// each message to its exact length and relays the rest.
 		srv := newServer(t, nil)
-		echo := newEchoServer(t, "tcp", "127.0.0.1:0")
+		echo := testkit.Echo(t, "tcp4")
 		c := dial(t, srv.Addr())
 		b := wire.AppendGreeting(nil, []wire.AuthMethod{wire.AuthNone})
-		b, err := wire.AppendRequest(b, wire.CmdConnect, wire.Addr(addr(ip4, echo.port())))
+		b, err := wire.AppendRequest(b, wire.CmdConnect, wire.Addr(addr(ip4, uint16(echo.Port()))))
 		require.NoError(t, err)
 		b = append(b, "payload"...)
 		_, err = c.Write(b)
@@ -310,11 +310,11 @@ func TestMalformed(t *testing.T) {
 func TestRequestsRecorded(t *testing.T) {
 	requireIPv6(t)
 	srv := newServer(t, nil)
-	echo := newEchoServer(t, "tcp", "127.0.0.1:0")
+	echo := testkit.Echo(t, "tcp4")
 	dsts := []socksbind.Addr{
-		addr(ip4, echo.port()),
-		addr(ip6, echo.port()), // refused: the echo server listens on IPv4 only
-		{Name: "localhost", Port: echo.port()},
+		addr(ip4, uint16(echo.Port())),
+		addr(ip6, uint16(echo.Port())), // refused: the echo server listens on IPv4 only
+		{Name: "localhost", Port: uint16(echo.Port())},
 		addr(any4, 0),
 	}
 	cmds := []socksbind.Command{socksbind.CmdConnect, socksbind.CmdConnect, socksbind.CmdConnect, socksbind.CmdUDPAssociate}
@@ -341,8 +341,8 @@ func TestRequestsRecorded(t *testing.T) {
 }
 
 func TestXNetProxyInterop(t *testing.T) {
-	echo := newEchoServer(t, "tcp", "127.0.0.1:0")
-	target := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(echo.port())))
+	echo := testkit.Echo(t, "tcp4")
+	target := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(uint16(echo.Port()))))
 
 	t.Run("no auth", func(t *testing.T) {
 		srv := newServer(t, nil)
@@ -355,7 +355,7 @@ func TestXNetProxyInterop(t *testing.T) {
 		reqs := srv.Requests()
 		require.Len(t, reqs, 1)
 		assert.Equal(t, socksbind.CmdConnect, reqs[0].Command)
-		assert.Equal(t, addr(ip4, echo.port()), reqs[0].Dst)
+		assert.Equal(t, addr(ip4, uint16(echo.Port())), reqs[0].Dst)
 	})
 
 	t.Run("username/password", func(t *testing.T) {
@@ -391,7 +391,7 @@ func TestXNetProxyInterop(t *testing.T) {
 
 	t.Run("refused by rule", func(t *testing.T) {
 		srv := newServer(t, func(s *socks5test.Server) {
-			s.Rules = []socks5test.Rule{socks5test.RefusePort(echo.port(), socksbind.ReplyNotAllowed)}
+			s.Rules = []socks5test.Rule{socks5test.RefusePort(uint16(echo.Port()), socksbind.ReplyNotAllowed)}
 		})
 		d, err := proxy.SOCKS5("tcp", srv.Addr(), nil, proxy.Direct)
 		require.NoError(t, err)
@@ -430,7 +430,7 @@ func TestClose(t *testing.T) {
 	outbound, err := target.Accept()
 	require.NoError(t, err)
 	t.Cleanup(func() { outbound.Close() })
-	eventually(t, func() bool { return len(srv.Requests()) == 3 }, "requests read")
+	testkit.Eventually(t, testTimeout, func() bool { return len(srv.Requests()) == 3 }, "requests read")
 	require.Equal(t, 1, srv.ActiveBinds())
 
 	var wg sync.WaitGroup
@@ -447,5 +447,5 @@ func TestClose(t *testing.T) {
 	assert.ErrorIs(t, err, net.ErrClosed)
 	srv.Close()
 
-	eventually(t, func() bool { return runtime.NumGoroutine() <= before }, "goroutines left after Close")
+	testkit.Eventually(t, testTimeout, func() bool { return runtime.NumGoroutine() <= before }, "goroutines left after Close")
 }

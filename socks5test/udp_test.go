@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/internal/udptest"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
@@ -91,7 +92,7 @@ func TestUDPAssociate(t *testing.T) {
 	conn, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(relayAP))
 	require.NoError(t, err)
 	defer conn.Close()
-	eventually(t, func() bool {
+	testkit.Eventually(t, testTimeout, func() bool {
 		conn.Write([]byte("x"))
 		conn.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
 		_, err := conn.Read(make([]byte, 10))

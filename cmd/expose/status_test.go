@@ -16,6 +16,7 @@ import (
 
 	"github.com/socksbind/socksbind/internal/leakcheck"
 	"github.com/socksbind/socksbind/internal/promtest"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -62,15 +63,12 @@ func getReady(t *testing.T, addr string) (int, string) {
 // pollReady polls /ready until it answers code.
 func pollReady(t *testing.T, addr string, code int) string {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for {
-		got, body := getReady(t, addr)
-		if got == code {
-			return body
-		}
-		require.False(t, time.Now().After(deadline), "/ready still answers %d: %s", got, body)
-		time.Sleep(5 * time.Millisecond) // poll interval
+	var got int
+	var body string
+	if !testkit.Poll(testTimeout, func() bool { got, body = getReady(t, addr); return got == code }) {
+		t.Fatalf("/ready still answers %d: %s", got, body)
 	}
+	return body
 }
 
 // TestStatus runs three tunnels: one serves, one's service is down, and
@@ -79,7 +77,7 @@ func pollReady(t *testing.T, addr string, code int) string {
 func TestStatus(t *testing.T) {
 	leakcheck.Check(t)
 	srv := startProxy(t, func(s *socks5test.Server) { s.Multiplex = true })
-	echo := startEcho(t)
+	echo := testkit.Echo(t, "tcp").Addr().String()
 	down := refusedAddr(t)
 	held, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -164,7 +162,7 @@ func TestSpoiledStream(t *testing.T) {
 		s.Multiplex = true
 		s.MultiplexNoHeader = true // the peer's bytes come where the reply should
 	})
-	echo := startEcho(t)
+	echo := testkit.Echo(t, "tcp").Addr().String()
 	logs, status := runAll(t, "-proxy", srv.URL, "-status", "127.0.0.1:0", "-tunnel", ":0="+echo)
 	addr := logs.next(t, reachableLine)[2]
 	pollReady(t, status, http.StatusOK)

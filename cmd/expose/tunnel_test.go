@@ -22,6 +22,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -242,35 +243,6 @@ func (r *running) wait(t *testing.T) error {
 	}
 }
 
-// startEcho starts a service on 127.0.0.1 that echoes every connection
-// and passes the client's half-close on, and returns its address.
-func startEcho(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(testTimeout))
-				if _, err := io.Copy(c, c); err == nil {
-					_ = c.(*net.TCPConn).CloseWrite()
-				}
-			})
-		}
-	})
-	return ln.Addr().String()
-}
-
 // refusedAddr returns an address of 127.0.0.1 where nothing listens.
 func refusedAddr(t *testing.T) string {
 	t.Helper()
@@ -340,10 +312,8 @@ func payload(n int) []byte {
 // pollNoBinds waits until the proxy has no BIND socket open.
 func pollNoBinds(t *testing.T, srv *socks5test.Server) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for srv.ActiveBinds() > 0 {
-		require.False(t, time.Now().After(deadline), "the proxy still listens: %d BIND sockets", srv.ActiveBinds())
-		time.Sleep(5 * time.Millisecond) // poll interval
+	if !testkit.Poll(testTimeout, func() bool { return srv.ActiveBinds() == 0 }) {
+		t.Fatalf("the proxy still listens: %d BIND sockets", srv.ActiveBinds())
 	}
 }
 
@@ -361,7 +331,7 @@ func startProxy(t *testing.T, configure func(*socks5test.Server)) *socks5test.Se
 func TestMultiplexed(t *testing.T) {
 	leakcheck.Check(t)
 	srv := startProxy(t, func(s *socks5test.Server) { s.Multiplex = true })
-	echo := startEcho(t)
+	echo := testkit.Echo(t, "tcp").Addr().String()
 	r := startTunnel(t, "-proxy", srv.URL, "-to", echo)
 	assert.Equal(t, "multiplexed BIND: concurrent connections", r.how)
 
@@ -428,7 +398,7 @@ func TestMultiplexed(t *testing.T) {
 func TestStandardFollow(t *testing.T) {
 	leakcheck.Check(t)
 	srv := startProxy(t, nil) // BIND as Dante's: another port while the last one is held
-	echo := startEcho(t)
+	echo := testkit.Echo(t, "tcp").Addr().String()
 	r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-mux", "off")
 	assert.Equal(t, "standard BIND: one connection at a time, and the port may change after each", r.how)
 
@@ -486,7 +456,7 @@ func TestStandardFixedPort(t *testing.T) {
 	leakcheck.Check(t)
 	// A server that keeps its port from one BIND to the next.
 	srv := startProxy(t, func(s *socks5test.Server) { s.BindMode = socks5test.BindReuse })
-	echo := startEcho(t)
+	echo := testkit.Echo(t, "tcp").Addr().String()
 	port := strings.TrimPrefix(refusedAddr(t), "127.0.0.1")
 	r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-listen", port)
 	assert.Equal(t, "the proxy has no multiplexed BIND; standard BIND: one connection at a time", r.how)
@@ -507,7 +477,7 @@ func TestStandardFixedPort(t *testing.T) {
 
 func TestGracefulShutdown(t *testing.T) {
 	leakcheck.Check(t)
-	echo := startEcho(t)
+	echo := testkit.Echo(t, "tcp").Addr().String()
 	stopped := regexp.MustCompile(`^level=INFO msg="stopping: the proxy no longer listens"`)
 
 	t.Run("Standard", func(t *testing.T) {
@@ -623,7 +593,7 @@ func TestTroubleLogged(t *testing.T) {
 			return n > 1 && n <= 1+failures // the proxy hangs up
 		}
 	})
-	echo := startEcho(t)
+	echo := testkit.Echo(t, "tcp").Addr().String()
 	r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-mux", "off")
 	got, err := roundTrip(r.addr, []byte("first"))
 	require.NoError(t, err)
@@ -657,7 +627,7 @@ func TestListenerFails(t *testing.T) {
 			return socksbind.ReplySucceeded
 		}}
 	})
-	echo := startEcho(t)
+	echo := testkit.Echo(t, "tcp").Addr().String()
 	r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-mux", "off")
 	got, err := roundTrip(r.addr, []byte("only"))
 	require.NoError(t, err)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,35 +16,10 @@ import (
 	"github.com/socksbind/socksbind/internal/connectproxy"
 	"github.com/socksbind/socksbind/internal/hostile"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 )
 
 const testTimeout = 30 * time.Second
-
-// echoServer accepts connections on a loopback port and sends back what it
-// reads, until the test ends.
-func echoServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				io.Copy(c, c)
-			})
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
 
 // connect sends a CONNECT for target on c and returns the response.
 func connect(t *testing.T, c net.Conn, target, auth string) (*http.Response, *bufio.Reader) {
@@ -86,7 +60,7 @@ func TestServer(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			leakcheck.Check(t)
-			target := echoServer(t)
+			target := testkit.Echo(t, "tcp").Addr().String()
 			srv := connectproxy.NewUnstartedServer()
 			srv.Users = tt.users
 			if tt.refuse != 0 {

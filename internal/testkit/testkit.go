@@ -1,0 +1,168 @@
+// Package testkit holds the fixtures the tests of every package share: an
+// echo server, free ports, polling, and an Accept run in the background.
+// Only _test.go files import it, so it may fail tests itself.
+package testkit
+
+import (
+	"io"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// An EchoServer sends back what it reads on every connection, and passes
+// the client's half-close on.
+type EchoServer struct {
+	net.Listener
+	// Peers receives the remote address of each connection accepted, the
+	// first 1024 of them.
+	Peers <-chan net.Addr
+}
+
+// Port returns the port the server listens on.
+func (e *EchoServer) Port() int { return e.Addr().(*net.TCPAddr).Port }
+
+// Echo starts an EchoServer on a port of network's loopback address ([::1]
+// for "tcp6", 127.0.0.1 otherwise). When the test ends it closes the
+// listener and the connections still open, and waits for its goroutines.
+func Echo(t testing.TB, network string) *EchoServer {
+	t.Helper()
+	address := "127.0.0.1:0"
+	if network == "tcp6" {
+		address = "[::1]:0"
+	}
+	ln, err := net.Listen(network, address)
+	require.NoError(t, err)
+	peers := make(chan net.Addr, 1024)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex // guards conns
+		conns = map[net.Conn]bool{}
+	)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			select {
+			case peers <- c.RemoteAddr():
+			default:
+			}
+			wg.Go(func() {
+				defer func() {
+					mu.Lock()
+					delete(conns, c)
+					mu.Unlock()
+					c.Close()
+				}()
+				if _, err := io.Copy(c, c); err == nil {
+					if cw, ok := c.(interface{ CloseWrite() error }); ok {
+						_ = cw.CloseWrite()
+					}
+				}
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return &EchoServer{Listener: ln, Peers: peers}
+}
+
+// FreePort returns a port of 127.0.0.1 that the kernel picked and that was
+// free a moment ago. lc may set a Control for the probing socket.
+func FreePort(t testing.TB, lc net.ListenConfig) int {
+	t.Helper()
+	ln, err := lc.Listen(t.Context(), "tcp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
+	return port
+}
+
+// FreePortIn returns a port of 127.0.0.1 in [lo, hi) that was free a moment
+// ago, picked at random. Tests that ask a proxy for a port by number take
+// it below the kernel's ephemeral range, where no outgoing connection can
+// take it (or leave it in TIME_WAIT) behind the test's back; packages that
+// run at once take theirs from ranges apart.
+func FreePortIn(t testing.TB, lo, hi int) int {
+	t.Helper()
+	for range 100 {
+		port := lo + rand.IntN(hi-lo)
+		ln, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err == nil {
+			ln.Close()
+			return port
+		}
+	}
+	t.Fatalf("no free port in [%d, %d)", lo, hi)
+	return 0
+}
+
+// IsTimeout reports whether err is a net.Error that is a timeout.
+func IsTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// Poll checks cond every millisecond until it holds, for timeout at most,
+// and reports whether it held. It runs cond on the caller's goroutine.
+func Poll(timeout time.Duration, cond func() bool) bool {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		<-tick.C
+	}
+	return true
+}
+
+// Eventually polls cond as Poll does and fails the test, without stopping
+// it, when cond never held.
+func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg string) {
+	t.Helper()
+	if !Poll(timeout, cond) {
+		t.Errorf("condition never satisfied: %s", msg)
+	}
+}
+
+// Accepted is what an Accept run in the background returned.
+type Accepted struct {
+	Conn net.Conn
+	Err  error
+}
+
+// AcceptAsync runs ln.Accept once in a goroutine and hands its result over
+// the channel.
+func AcceptAsync(ln net.Listener) <-chan Accepted {
+	ch := make(chan Accepted, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- Accepted{c, err}
+	}()
+	return ch
+}
+
+// Port returns the port of a, a TCP or UDP address, in decimal.
+func Port(a net.Addr) string {
+	_, port, _ := net.SplitHostPort(a.String())
+	return port
+}
