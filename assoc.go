@@ -5,8 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"time"
-
-	"github.com/socksbind/socksbind/internal/wire"
 )
 
 // assocEngine carries datagrams with UDP ASSOCIATE (RFC 1928, section 7):
@@ -78,20 +76,20 @@ func (e *assocEngine) watch(p *PacketConn) {
 	}
 }
 
-func (e *assocEngine) read(p *PacketConn, b []byte) (int, wire.Addr, error) {
+func (e *assocEngine) read(p *PacketConn, b []byte) (int, Addr, error) {
 	bp := packetBufs.Get().(*[]byte)
 	defer packetBufs.Put(bp)
 	buf := *bp
 	for {
 		n, from, err := e.udp.ReadFromUDPAddrPort(buf)
 		if err != nil {
-			return 0, wire.Addr{}, err
+			return 0, Addr{}, err
 		}
 		if netip.AddrPortFrom(from.Addr().Unmap(), from.Port()) != e.relay {
 			p.drops.foreign.Add(1)
 			continue
 		}
-		src, hl, err := wire.ParseUDPHeader(buf[:n])
+		src, hl, err := parseUDPHeader(buf[:n])
 		if err != nil {
 			p.drops.count(err)
 			continue
@@ -105,8 +103,8 @@ func (e *assocEngine) write(_ *PacketConn, pkt []byte) error {
 	return err
 }
 
-func (e *assocEngine) header(b []byte, _ int, dst wire.Addr) ([]byte, error) {
-	return wire.AppendUDPHeader(b, dst)
+func (e *assocEngine) header(b []byte, _ int, dst Addr) ([]byte, error) {
+	return appendUDPHeader(b, dst)
 }
 
 func (e *assocEngine) maxData(hdr int) int                { return e.max - hdr }

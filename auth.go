@@ -8,8 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
-
-	"github.com/socksbind/socksbind/internal/wire"
 )
 
 // An Authenticator is one SOCKS authentication method. A [Dialer] offers the
@@ -124,10 +122,10 @@ func (up UsernamePassword) Authenticate(_ context.Context, rw io.ReadWriter) err
 	if err := up.Validate(); err != nil {
 		return err
 	}
-	if _, err := rw.Write(wire.AppendUserPass(make([]byte, 0, 3+len(up.Username)+len(up.Password)), up.Username, up.Password)); err != nil {
+	if _, err := rw.Write(appendUserPass(make([]byte, 0, 3+len(up.Username)+len(up.Password)), up.Username, up.Password)); err != nil {
 		return err
 	}
-	status, err := wire.ReadUserPassStatus(rw)
+	status, err := readUserPassStatus(rw)
 	if err != nil {
 		return err
 	}

@@ -23,3 +23,13 @@ func SetMuxBuffers(tb testing.TB, session, stream int) {
 
 // SessionLost is the error the streams of a lost MBIND session fail with.
 type SessionLost = sessionLost
+
+// The errors a malformed UDP-TUN frame or datagram header wraps, and the
+// FRAG byte of a UDP-TUN frame.
+var (
+	ErrTunFrame    = errTunFrame
+	ErrUDPAddrType = errUDPAddrType
+	ErrUDPName     = errUDPName
+)
+
+const TunFrag = tunFrag

@@ -27,6 +27,7 @@ import (
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/hostile"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/srvwire"
 	"github.com/socksbind/socksbind/internal/udptest"
 	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
@@ -127,11 +128,11 @@ func TestUDPFaultHeaders(t *testing.T) {
 			if f == nil {
 				return []socks5test.Datagram{{Bytes: pkt}}
 			}
-			_, hl, err := wire.ParseUDPHeader(pkt)
+			_, data, err := srvwire.ParseUDPHeader(pkt)
 			if err != nil {
 				panic(err) // the relay's own header
 			}
-			bad := f.mutate(bytes.Clone(pkt), hl)
+			bad := f.mutate(bytes.Clone(pkt), len(pkt)-len(data))
 			return []socks5test.Datagram{{Bytes: bad}, {Bytes: pkt}}
 		}
 	})
@@ -179,26 +180,26 @@ type tunFault struct {
 func tunFaults() []tunFault {
 	type fault = tunFault
 	fs := []fault{
-		{"length 0", func(f []byte) []byte { f[0], f[1] = 0, 0; return f }, wire.ErrTunFrame},
+		{"length 0", func(f []byte) []byte { f[0], f[1] = 0, 0; return f }, socksbind.ErrTunFrame},
 		{"length beyond the data, then the proxy is silent", func(f []byte) []byte { f[1]++; return f }, nil},
 	}
 	for v := range 256 {
-		if v == wire.TunFrag {
+		if v == socksbind.TunFrag {
 			continue
 		}
-		fs = append(fs, fault{fmt.Sprintf("frag %#02x", v), func(f []byte) []byte { f[2] = byte(v); return f }, wire.ErrTunFrame})
+		fs = append(fs, fault{fmt.Sprintf("frag %#02x", v), func(f []byte) []byte { f[2] = byte(v); return f }, socksbind.ErrTunFrame})
 	}
 	for v := range 256 {
 		switch v {
 		case 1, 3, 4:
 			continue
 		}
-		fs = append(fs, fault{fmt.Sprintf("atyp %#02x", v), func(f []byte) []byte { f[3] = byte(v); return f }, wire.ErrUDPAddrType})
+		fs = append(fs, fault{fmt.Sprintf("atyp %#02x", v), func(f []byte) []byte { f[3] = byte(v); return f }, socksbind.ErrUDPAddrType})
 	}
 	fs = append(fs, fault{"name with a space", func(f []byte) []byte {
-		h := []byte{0, byte(len(f) - 10), wire.TunFrag, 3, 3, 'a', ' ', 'b', 0, 53}
+		h := []byte{0, byte(len(f) - 10), socksbind.TunFrag, 3, 3, 'a', ' ', 'b', 0, 53}
 		return append(h, f[10:]...)
-	}, wire.ErrUDPName})
+	}, socksbind.ErrUDPName})
 	for k := 1; k < 11; k++ {
 		fs = append(fs, fault{fmt.Sprintf("cut at %d, then closed", k), func(f []byte) []byte { return f[:k] }, io.ErrUnexpectedEOF})
 	}
@@ -309,12 +310,12 @@ func TestUDPTunStalledProxy(t *testing.T) {
 		}
 		defer c.Close()
 		br := bufio.NewReader(c)
-		if _, err := wire.ReadGreeting(br); err != nil {
+		if _, err := srvwire.ReadGreeting(br); err != nil {
 			done <- result{err: err}
 			return
 		}
 		c.Write([]byte{5, 0})
-		if _, _, err := wire.ReadRequest(br); err != nil {
+		if _, _, err := srvwire.ReadRequest(br); err != nil {
 			done <- result{err: err}
 			return
 		}
@@ -322,9 +323,9 @@ func TestUDPTunStalledProxy(t *testing.T) {
 		close(stalled)
 		<-resume
 		var r result
-		buf := make([]byte, wire.MaxTunData)
+		buf := make([]byte, srvwire.MaxTunData)
 		for {
-			if _, _, err := wire.ReadTunFrame(br, buf); err != nil {
+			if _, _, err := srvwire.ReadTunFrame(br, buf); err != nil {
 				if err != io.EOF {
 					r.err = err
 				}

@@ -102,8 +102,8 @@ func (d *Dialer) exchange(ctx context.Context, c net.Conn, auth []Authenticator,
 	// One buffer for every message of the handshake, sized for the
 	// longest: each is sent in a single Write, as some servers cannot
 	// reassemble a split message, and replies are read into it.
-	buf := make([]byte, 0, max(2+len(auth), 7+len(dst.Name), wire.MaxFixedMessage))
-	buf = append(buf, wire.Version5, byte(len(auth)))
+	buf := make([]byte, 0, max(2+len(auth), 7+len(dst.Name), maxFixedMessage))
+	buf = append(buf, version5, byte(len(auth)))
 	for _, a := range auth {
 		buf = append(buf, byte(a.Method()))
 	}
@@ -170,13 +170,13 @@ func pipelineMethod(auth []Authenticator) Authenticator {
 // is why it is opt-in.
 func (d *Dialer) exchangePipelined(c net.Conn, a Authenticator, cmd Command, dst Addr) (Addr, error) {
 	up, _ := a.(*UsernamePassword)
-	n := 3 + 7 + len(dst.Name) + wire.MaxFixedMessage
+	n := 3 + 7 + len(dst.Name) + maxFixedMessage
 	if up != nil {
 		n += 3 + len(up.Username) + len(up.Password)
 	}
-	buf := append(make([]byte, 0, n), wire.Version5, 1, byte(a.Method()))
+	buf := append(make([]byte, 0, n), version5, 1, byte(a.Method()))
 	if up != nil {
-		buf = wire.AppendUserPass(buf, up.Username, up.Password)
+		buf = appendUserPass(buf, up.Username, up.Password)
 	}
 	buf, err := appendRequest(buf, cmd, dst)
 	if err != nil {
@@ -200,7 +200,7 @@ func (d *Dialer) exchangePipelined(c net.Conn, a Authenticator, cmd Command, dst
 		return Addr{}, fmt.Errorf("%w: proxy chose %v, but a pipelined greeting offered %v only", ErrProtocolViolation, m, a.Method())
 	}
 	if up != nil {
-		status, err := wire.ReadUserPassStatus(c)
+		status, err := readUserPassStatus(c)
 		if err != nil {
 			return Addr{}, wire.AtStage(wire.StageAuth, err)
 		}
@@ -221,7 +221,7 @@ func skippedSelection(c net.Conn, m AuthMethod) (Reply, bool) {
 	if m < AuthMethod(ReplyGeneralFailure) || m > AuthMethod(ReplyAddressTypeNotSupported) {
 		return 0, false
 	}
-	rep, _, err := readReply(io.MultiReader(bytes.NewReader([]byte{wire.Version5, byte(m)}), c), nil)
+	rep, _, err := readReply(io.MultiReader(bytes.NewReader([]byte{version5, byte(m)}), c), nil)
 	return rep, err == nil
 }
 
@@ -245,9 +245,9 @@ func (d *Dialer) firstReply(c net.Conn, buf []byte, cmd Command) (Addr, error) {
 		// that they lack the command; a proxy that has answered one
 		// is failing and may recover.
 		return Addr{}, fmt.Errorf("%w: the proxy closed the connection without a reply to %v: %w",
-			ErrCommandNotSupported, strings.ToUpper(cmd.String()), wire.AtStage(wire.ReplyStage(wire.Command(cmd)), err))
+			ErrCommandNotSupported, strings.ToUpper(cmd.String()), wire.AtStage(replyStage(cmd), err))
 	case err != nil:
-		return Addr{}, wire.AtStage(wire.ReplyStage(wire.Command(cmd)), err)
+		return Addr{}, wire.AtStage(replyStage(cmd), err)
 	case rep != ReplySucceeded:
 		return Addr{}, replyError(cmd, rep)
 	}
@@ -324,7 +324,7 @@ func parseAddr(address string) (Addr, error) {
 		return a, nil
 	}
 	if len(host) > 255 {
-		return Addr{}, wire.ErrNameTooLong
+		return Addr{}, errNameTooLong
 	}
 	a.Name = host
 	return a, nil

@@ -18,8 +18,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/srvwire"
 	"github.com/socksbind/socksbind/internal/testkit"
-	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -159,7 +159,7 @@ func TestResumeReply2(t *testing.T) {
 			if stage != socks5test.StageBindReply {
 				return false
 			}
-			msg := wire.AppendReply(nil, wire.ReplySucceeded, wire.Addr{IP: netip.MustParseAddr("127.0.0.1"), Port: 9})
+			msg := srvwire.AppendReply(nil, socksbind.ReplySucceeded, socksbind.Addr{IP: netip.MustParseAddr("127.0.0.1"), Port: 9})
 			c.Write(msg[:5])
 			close(wrote)
 			<-cont

@@ -20,8 +20,8 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/srvwire"
 	"github.com/socksbind/socksbind/internal/testkit"
-	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -151,7 +151,7 @@ func TestReply2WithData(t *testing.T) {
 			if stage != socks5test.StageBindReply {
 				return false
 			}
-			msg := wire.AppendReply(nil, wire.ReplySucceeded, wire.Addr{IP: netip.MustParseAddr("127.0.0.1"), Port: 9})
+			msg := srvwire.AppendReply(nil, socksbind.ReplySucceeded, socksbind.Addr{IP: netip.MustParseAddr("127.0.0.1"), Port: 9})
 			c.Write(append(msg, "early data"...))
 			return true
 		}

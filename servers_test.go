@@ -19,7 +19,7 @@ import (
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/hostile"
 	"github.com/socksbind/socksbind/internal/leakcheck"
-	"github.com/socksbind/socksbind/internal/wire"
+	"github.com/socksbind/socksbind/internal/srvwire"
 	"github.com/socksbind/socksbind/proxyext"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -42,7 +42,7 @@ type commandLog struct {
 
 func (l *commandLog) readRequest() hostile.Step {
 	return func(c *hostile.Conn) error {
-		cmd, _, err := wire.ReadRequest(c)
+		cmd, _, err := srvwire.ReadRequest(c)
 		if err != nil {
 			return err
 		}

@@ -1,18 +1,12 @@
 package socksbind
 
 import (
-	"io"
 	"net"
 	"net/netip"
+	"strconv"
 
 	"github.com/socksbind/socksbind/internal/wire"
 )
-
-// The types of this file are those of the codec in internal/wire, defined
-// again so that their documentation, fields and values show here. Each has
-// the same underlying type as its twin, so a conversion between the two is
-// free; the package converts where an API value meets the codec, and each
-// method delegates to its twin, so that the wording lives in one place.
 
 // A Command is a SOCKS request command (CMD). Its String method uses the
 // words of RFC 1928.
@@ -37,7 +31,21 @@ const (
 
 // String returns the command in lower case: "connect", "bind", "udp
 // associate", "mbind", "udp tun", or "unknown command N".
-func (c Command) String() string { return wire.Command(c).String() }
+func (c Command) String() string {
+	switch c {
+	case CmdConnect:
+		return "connect"
+	case CmdBind:
+		return "bind"
+	case CmdUDPAssociate:
+		return "udp associate"
+	case CmdMultiplexBind:
+		return "mbind"
+	case CmdUDPTun:
+		return "udp tun"
+	}
+	return "unknown command " + strconv.Itoa(int(c))
+}
 
 // A Reply is the code of a SOCKS reply (REP). Its String method uses the
 // words of RFC 1928 ("connection not allowed by ruleset").
@@ -57,7 +65,29 @@ const (
 )
 
 // String returns the wording of RFC 1928, or "unknown reply N".
-func (r Reply) String() string { return wire.Reply(r).String() }
+func (r Reply) String() string {
+	switch r {
+	case ReplySucceeded:
+		return "succeeded"
+	case ReplyGeneralFailure:
+		return "general SOCKS server failure"
+	case ReplyNotAllowed:
+		return "connection not allowed by ruleset"
+	case ReplyNetworkUnreachable:
+		return "network unreachable"
+	case ReplyHostUnreachable:
+		return "host unreachable"
+	case ReplyConnectionRefused:
+		return "connection refused"
+	case ReplyTTLExpired:
+		return "TTL expired"
+	case ReplyCommandNotSupported:
+		return "command not supported"
+	case ReplyAddressTypeNotSupported:
+		return "address type not supported"
+	}
+	return "unknown reply " + strconv.Itoa(int(r))
+}
 
 // An AuthMethod is a SOCKS authentication method number (METHOD).
 type AuthMethod byte
@@ -70,8 +100,21 @@ const (
 )
 
 // String returns the name of the method ("no authentication required",
-// "username/password"), or "method N".
-func (m AuthMethod) String() string { return wire.AuthMethod(m).String() }
+// "username/password", "GSSAPI" for method 1, which a proxy may choose),
+// or "method N".
+func (m AuthMethod) String() string {
+	switch m {
+	case AuthNone:
+		return "no authentication required"
+	case 0x01:
+		return "GSSAPI"
+	case AuthUsernamePassword:
+		return "username/password"
+	case AuthNoAcceptable:
+		return "no acceptable methods"
+	}
+	return "method " + strconv.Itoa(int(m))
+}
 
 // Addr is an address as a SOCKS server sees it: an IP address or a domain
 // name, and a port. At most one of IP and Name is set; with neither, a
@@ -91,14 +134,28 @@ type Addr struct {
 
 // Host returns the name or the IP address as text, an IPv4-mapped IPv6
 // address as IPv4; "" when neither is set.
-func (a Addr) Host() string { return wire.Addr(a).Host() }
+func (a Addr) Host() string {
+	if a.Name != "" {
+		return a.Name
+	}
+	if !a.IP.IsValid() {
+		return ""
+	}
+	return a.IP.Unmap().String()
+}
 
 // String returns "host:port", with an IPv6 address in brackets. A name
 // that is not a host name as a reply may carry one (1 to 255 bytes, each an
 // ASCII letter or digit, '-', '.' or '_') is written as a Go string literal
 // with ASCII escapes, so that the text never holds a control byte: a name
 // "a", newline, "b" and port 80 give `"a\nb":80`.
-func (a Addr) String() string { return wire.Addr(a).String() }
+func (a Addr) String() string {
+	port := strconv.Itoa(int(a.Port))
+	if a.Name != "" && !wire.ValidName(a.Name) {
+		return strconv.QuoteToASCII(a.Name) + ":" + port
+	}
+	return net.JoinHostPort(a.Host(), port)
+}
 
 // Network returns "tcp": the library uses an Addr as the address of a
 // relayed TCP connection whose end it knows only by name.
@@ -113,47 +170,4 @@ func netAddr(a Addr) net.Addr {
 		return a
 	}
 	return &net.TCPAddr{IP: a.IP.Unmap().AsSlice(), Port: int(a.Port), Zone: a.IP.Zone()}
-}
-
-// The codec in this package's types: the calls that cross the boundary.
-
-// readReply reads a reply with [wire.ReadReply].
-func readReply(r io.Reader, scratch []byte) (Reply, Addr, error) {
-	rep, a, err := wire.ReadReply(r, scratch)
-	return Reply(rep), Addr(a), err
-}
-
-// readMethodSelection reads the proxy's choice of method with
-// [wire.ReadMethodSelection].
-func readMethodSelection(r io.Reader, scratch []byte) (AuthMethod, error) {
-	m, err := wire.ReadMethodSelection(r, scratch)
-	return AuthMethod(m), err
-}
-
-// appendRequest appends a request with [wire.AppendRequest].
-func appendRequest(b []byte, cmd Command, dst Addr) ([]byte, error) {
-	return wire.AppendRequest(b, wire.Command(cmd), wire.Addr(dst))
-}
-
-// Every constant above has the value of its twin in internal/wire: a
-// constant index out of range, here, is a compile error.
-func _() {
-	var x [1]struct{}
-	_ = x[CmdConnect-Command(wire.CmdConnect)]
-	_ = x[CmdBind-Command(wire.CmdBind)]
-	_ = x[CmdUDPAssociate-Command(wire.CmdUDPAssociate)]
-	_ = x[CmdMultiplexBind-Command(wire.CmdMultiplexBind)]
-	_ = x[CmdUDPTun-Command(wire.CmdUDPTun)]
-	_ = x[ReplySucceeded-Reply(wire.ReplySucceeded)]
-	_ = x[ReplyGeneralFailure-Reply(wire.ReplyGeneralFailure)]
-	_ = x[ReplyNotAllowed-Reply(wire.ReplyNotAllowed)]
-	_ = x[ReplyNetworkUnreachable-Reply(wire.ReplyNetworkUnreachable)]
-	_ = x[ReplyHostUnreachable-Reply(wire.ReplyHostUnreachable)]
-	_ = x[ReplyConnectionRefused-Reply(wire.ReplyConnectionRefused)]
-	_ = x[ReplyTTLExpired-Reply(wire.ReplyTTLExpired)]
-	_ = x[ReplyCommandNotSupported-Reply(wire.ReplyCommandNotSupported)]
-	_ = x[ReplyAddressTypeNotSupported-Reply(wire.ReplyAddressTypeNotSupported)]
-	_ = x[AuthNone-AuthMethod(wire.AuthNone)]
-	_ = x[AuthUsernamePassword-AuthMethod(wire.AuthUsernamePassword)]
-	_ = x[AuthNoAcceptable-AuthMethod(wire.AuthNoAcceptable)]
 }

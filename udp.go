@@ -14,7 +14,6 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind/internal/netutil"
-	"github.com/socksbind/socksbind/internal/wire"
 )
 
 // This file holds the front of UDP through the proxy: the PacketConn a user
@@ -136,14 +135,14 @@ type PacketConn struct {
 // calls end when the control connection ends.
 type packetEngine interface {
 	// read returns the next datagram, header parsed, its data copied to b.
-	read(p *PacketConn, b []byte) (int, wire.Addr, error)
+	read(p *PacketConn, b []byte) (int, Addr, error)
 	// write sends one datagram: header and data in pkt.
 	write(p *PacketConn, pkt []byte) error
 	// maxData is the longest datagram that can be sent with hdr bytes of
 	// header.
 	maxData(hdr int) int
 	// header appends the header of a datagram of n bytes to dst.
-	header(b []byte, n int, dst wire.Addr) ([]byte, error)
+	header(b []byte, n int, dst Addr) ([]byte, error)
 	localAddr() net.Addr
 	setReadDeadline(t time.Time) error
 	setWriteDeadline(t time.Time) error
@@ -175,12 +174,12 @@ type dropCounters struct {
 	malformed, reserved, fragmented, foreign, overflow atomic.Uint64
 }
 
-// count counts a datagram dropped for err, from [wire.ParseUDPHeader].
+// count counts a datagram dropped for err, from [parseUDPHeader].
 func (c *dropCounters) count(err error) {
 	switch err {
-	case wire.ErrUDPReserved:
+	case errUDPReserved:
 		c.reserved.Add(1)
-	case wire.ErrUDPFragment:
+	case errUDPFragment:
 		c.fragmented.Add(1)
 	default:
 		c.malformed.Add(1)
@@ -400,9 +399,9 @@ func (p *PacketConn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) 
 	return n, netip.AddrPortFrom(src.IP, src.Port), nil
 }
 
-func (p *PacketConn) read(b []byte) (int, wire.Addr, error) {
+func (p *PacketConn) read(b []byte) (int, Addr, error) {
 	if isDone(p.done) {
-		return 0, wire.Addr{}, p.opErr("read", nil, p.endErr)
+		return 0, Addr{}, p.opErr("read", nil, p.endErr)
 	}
 	n, src, err := p.eng.read(p, b)
 	if err != nil {
@@ -416,10 +415,10 @@ func (p *PacketConn) read(b []byte) (int, wire.Addr, error) {
 // name is sent to the proxy, or resolved first when the Dialer's
 // ResolveLocally is set, as for [Dialer.DialContext].
 func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	var dst wire.Addr
+	var dst Addr
 	if ua, ok := addr.(*net.UDPAddr); ok && ua != nil {
 		ap := ua.AddrPort()
-		dst = wire.Addr{IP: ap.Addr().Unmap(), Port: ap.Port()}
+		dst = Addr{IP: ap.Addr().Unmap(), Port: ap.Port()}
 	} else {
 		if addr == nil {
 			return 0, p.opErr("write", nil, errMissingAddress)
@@ -428,7 +427,7 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		if err != nil {
 			return 0, p.opErr("write", addr, err)
 		}
-		dst = wire.Addr(a)
+		dst = a
 	}
 	return p.write(b, dst, addr)
 }
@@ -436,7 +435,7 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 // WriteToUDPAddrPort is WriteTo with the destination as a
 // [netip.AddrPort], and no allocation.
 func (p *PacketConn) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error) {
-	return p.write(b, wire.Addr{IP: addr.Addr().Unmap(), Port: addr.Port()}, nil)
+	return p.write(b, Addr{IP: addr.Addr().Unmap(), Port: addr.Port()}, nil)
 }
 
 var errMissingAddress = errors.New("missing address")
@@ -444,11 +443,11 @@ var errMissingAddress = errors.New("missing address")
 // packetBufs holds buffers of the largest datagram with its header, so that
 // neither reading nor writing allocates.
 var packetBufs = sync.Pool{New: func() any {
-	b := make([]byte, wire.MaxUDPHeader+wire.MaxTunData)
+	b := make([]byte, maxUDPHeader+maxTunData)
 	return &b
 }}
 
-func (p *PacketConn) write(b []byte, dst wire.Addr, addr net.Addr) (int, error) {
+func (p *PacketConn) write(b []byte, dst Addr, addr net.Addr) (int, error) {
 	if isDone(p.done) {
 		return 0, p.opErr("write", addrOr(addr, dst), p.endErr)
 	}
@@ -468,11 +467,11 @@ func (p *PacketConn) write(b []byte, dst wire.Addr, addr net.Addr) (int, error) 
 	return len(b), nil
 }
 
-func addrOr(addr net.Addr, dst wire.Addr) net.Addr {
+func addrOr(addr net.Addr, dst Addr) net.Addr {
 	if addr != nil {
 		return addr
 	}
-	return udpAddr(Addr(dst))
+	return udpAddr(dst)
 }
 
 // udpTarget parses a datagram's destination, resolving its name when the
@@ -484,8 +483,7 @@ func (d *Dialer) udpTarget(ctx context.Context, network, address string) (Addr, 
 
 // udpAddr returns a as a *net.UDPAddr when it holds an IP address, in one
 // allocation, and as a udpName when it holds a name.
-func udpAddr[A Addr | wire.Addr](a A) net.Addr {
-	w := wire.Addr(a)
+func udpAddr(w Addr) net.Addr {
 	if w.Name != "" {
 		return udpName(w)
 	}
@@ -556,7 +554,7 @@ func (d *Dialer) dialUDP(ctx context.Context, network, address string) (net.Conn
 	if err != nil {
 		return nil, err
 	}
-	return &udpConn{PacketConn: p, dst: wire.Addr(dst), raddr: udpAddr(dst)}, nil
+	return &udpConn{PacketConn: p, dst: dst, raddr: udpAddr(dst)}, nil
 }
 
 // udpConn is a PacketConn with a fixed destination: what DialContext
@@ -564,7 +562,7 @@ func (d *Dialer) dialUDP(ctx context.Context, network, address string) (net.Conn
 // frames DNS for UDP on it.
 type udpConn struct {
 	*PacketConn
-	dst   wire.Addr
+	dst   Addr
 	raddr net.Addr
 }
 

@@ -9,13 +9,11 @@ import (
 	"os"
 	"sync"
 	"time"
-
-	"github.com/socksbind/socksbind/internal/wire"
 )
 
 // tunEngine carries datagrams with GOST's UDP-TUN (command 0xF3): after the
 // reply, each datagram travels both ways on the control connection as a
-// frame (see [wire.AppendTunHeader]). Its goroutine owns reading the
+// frame (see [appendTunHeader]). Its goroutine owns reading the
 // connection: it keeps reading frames into a bounded queue, dropping what
 // overflows as a UDP socket would, so that a slow reader never stalls the
 // connection, and a read deadline never cuts a frame in half.
@@ -30,9 +28,9 @@ type tunEngine struct {
 }
 
 type tunDatagram struct {
-	buf  [wire.MaxTunData]byte
+	buf  [maxTunData]byte
 	data []byte // a prefix of buf
-	src  wire.Addr
+	src  Addr
 }
 
 // tunQueue is how many datagrams UDP-TUN holds for a reader that is
@@ -71,9 +69,9 @@ func (e *tunEngine) run(p *PacketConn) {
 		if dg == nil {
 			dg = new(tunDatagram)
 		}
-		src, data, err := wire.ReadTunFrame(br, dg.buf[:])
+		src, data, err := readTunFrame(br, dg.buf[:])
 		switch {
-		case errors.Is(err, wire.ErrMalformed):
+		case errors.Is(err, errMalformed):
 			p.drops.count(err)
 			p.end(fmt.Errorf("%w: %w", ErrAssociationEnded, err))
 			return
@@ -91,16 +89,16 @@ func (e *tunEngine) run(p *PacketConn) {
 	}
 }
 
-func (e *tunEngine) read(p *PacketConn, b []byte) (int, wire.Addr, error) {
+func (e *tunEngine) read(p *PacketConn, b []byte) (int, Addr, error) {
 	select {
 	case dg := <-e.in:
 		n, src := copy(b, dg.data), dg.src
 		e.free.Put(dg)
 		return n, src, nil
 	case <-p.done:
-		return 0, wire.Addr{}, p.endErr
+		return 0, Addr{}, p.endErr
 	case <-e.rd.wait():
-		return 0, wire.Addr{}, os.ErrDeadlineExceeded
+		return 0, Addr{}, os.ErrDeadlineExceeded
 	}
 }
 
@@ -120,14 +118,14 @@ func (e *tunEngine) write(p *PacketConn, pkt []byte) error {
 	return err
 }
 
-func (e *tunEngine) header(b []byte, n int, dst wire.Addr) ([]byte, error) {
-	if n < 1 || n > wire.MaxTunData {
+func (e *tunEngine) header(b []byte, n int, dst Addr) ([]byte, error) {
+	if n < 1 || n > maxTunData {
 		return b, ErrDatagramTooLarge
 	}
-	return wire.AppendTunHeader(b, n, dst)
+	return appendTunHeader(b, n, dst)
 }
 
-func (e *tunEngine) maxData(int) int     { return wire.MaxTunData }
+func (e *tunEngine) maxData(int) int     { return maxTunData }
 func (e *tunEngine) localAddr() net.Addr { return e.c.LocalAddr() }
 
 func (e *tunEngine) setReadDeadline(t time.Time) error {

@@ -16,7 +16,6 @@ import (
 	"github.com/socksbind/socksbind/internal/connectproxy"
 	"github.com/socksbind/socksbind/internal/leakcheck"
 	"github.com/socksbind/socksbind/internal/testkit"
-	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -167,7 +166,7 @@ func assertSOCKS(t *testing.T, srv *socks5test.Server, target, user string) {
 		}
 		assert.Equal(t, socksbind.CmdConnect, r.Command)
 		host, _, _ := net.SplitHostPort(target)
-		if wire.Addr(r.Dst).Type() == wire.AddrDomain {
+		if kindOf(r.Dst) == kindDomain {
 			assert.Equal(t, host, r.Dst.Name)
 		} else {
 			assert.Equal(t, loopback4, r.Dst.IP, "resolved locally")

@@ -20,7 +20,6 @@ import (
 	"github.com/socksbind/socksbind/internal/connectproxy"
 	"github.com/socksbind/socksbind/internal/leakcheck"
 	"github.com/socksbind/socksbind/internal/testkit"
-	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -106,19 +105,19 @@ func TestEnvironment(t *testing.T) {
 		wantConfigErr string // from FromEnvironment
 		wantDialErr   error  // errors.Is the Dial error
 		wantVia       string // the proxy that sees the request, or "direct"
-		wantType      wire.AddrType
+		wantType      addrKind
 		wantUser      string
 		wantListen    bool
 	}{
 		{name: "unset", wantVia: "direct"},
 		{name: "empty", env: map[string]string{"ALL_PROXY": ""}, wantVia: "direct"},
-		{name: "socks5", env: map[string]string{"ALL_PROXY": "socks5://{socks}"}, wantVia: "socks", wantType: wire.AddrIPv4, wantListen: true},
-		{name: "socks5h", env: map[string]string{"ALL_PROXY": "socks5h://{socks}"}, wantVia: "socks", wantType: wire.AddrDomain, wantListen: true},
-		{name: "socks5h lower case", env: map[string]string{"all_proxy": "socks5h://{socks}"}, wantVia: "socks", wantType: wire.AddrDomain, wantListen: true},
-		{name: "both cases, upper wins", env: map[string]string{"ALL_PROXY": "socks5h://{socks}", "all_proxy": "socks5h://{socks2}"}, wantVia: "socks", wantType: wire.AddrDomain, wantListen: true},
-		{name: "upper empty, lower used", env: map[string]string{"ALL_PROXY": "", "all_proxy": "socks5h://{socks2}"}, wantVia: "socks2", wantType: wire.AddrDomain, wantListen: true},
-		{name: "socks5h credentials", env: map[string]string{"ALL_PROXY": "socks5h://user:" + secret + "@{socksAuth}"}, wantVia: "socksAuth", wantType: wire.AddrDomain, wantUser: "user", wantListen: true},
-		{name: "socks5 credentials", env: map[string]string{"ALL_PROXY": "socks5://user:" + secret + "@{socksAuth}"}, wantVia: "socksAuth", wantType: wire.AddrIPv4, wantUser: "user", wantListen: true},
+		{name: "socks5", env: map[string]string{"ALL_PROXY": "socks5://{socks}"}, wantVia: "socks", wantType: kindIPv4, wantListen: true},
+		{name: "socks5h", env: map[string]string{"ALL_PROXY": "socks5h://{socks}"}, wantVia: "socks", wantType: kindDomain, wantListen: true},
+		{name: "socks5h lower case", env: map[string]string{"all_proxy": "socks5h://{socks}"}, wantVia: "socks", wantType: kindDomain, wantListen: true},
+		{name: "both cases, upper wins", env: map[string]string{"ALL_PROXY": "socks5h://{socks}", "all_proxy": "socks5h://{socks2}"}, wantVia: "socks", wantType: kindDomain, wantListen: true},
+		{name: "upper empty, lower used", env: map[string]string{"ALL_PROXY": "", "all_proxy": "socks5h://{socks2}"}, wantVia: "socks2", wantType: kindDomain, wantListen: true},
+		{name: "socks5h credentials", env: map[string]string{"ALL_PROXY": "socks5h://user:" + secret + "@{socksAuth}"}, wantVia: "socksAuth", wantType: kindDomain, wantUser: "user", wantListen: true},
+		{name: "socks5 credentials", env: map[string]string{"ALL_PROXY": "socks5://user:" + secret + "@{socksAuth}"}, wantVia: "socksAuth", wantType: kindIPv4, wantUser: "user", wantListen: true},
 		{name: "socks5h wrong credentials", env: map[string]string{"ALL_PROXY": "socks5h://user:" + secret + "x@{socksAuth}"}, wantDialErr: socksbind.ErrAuthRejected, wantListen: true},
 		{name: "socks5h credentials missing", env: map[string]string{"ALL_PROXY": "socks5h://{socksAuth}"}, wantDialErr: socksbind.ErrNoAcceptableAuth, wantListen: true},
 		{name: "http", env: map[string]string{"ALL_PROXY": "http://{http}"}, wantVia: "http"},
@@ -143,9 +142,9 @@ func TestEnvironment(t *testing.T) {
 		{name: "NO_PROXY hit with port", env: map[string]string{"ALL_PROXY": "socks5h://{socks}", "NO_PROXY": ".proxyext.test:{port}"}, wantVia: "direct", wantListen: true},
 		{name: "NO_PROXY hit star", env: map[string]string{"ALL_PROXY": "socks5h://{socks}", "NO_PROXY": "*"}, wantVia: "direct", wantListen: true},
 		{name: "no_proxy lower case hit", env: map[string]string{"ALL_PROXY": "socks5h://{socks}", "no_proxy": "proxyext.test"}, wantVia: "direct", wantListen: true},
-		{name: "NO_PROXY miss", env: map[string]string{"ALL_PROXY": "socks5h://{socks}", "NO_PROXY": "other.test,10.0.0.0/8"}, wantVia: "socks", wantType: wire.AddrDomain, wantListen: true},
-		{name: "NO_PROXY miss other port", env: map[string]string{"ALL_PROXY": "socks5h://{socks}", "NO_PROXY": echoName + ":1"}, wantVia: "socks", wantType: wire.AddrDomain, wantListen: true},
-		{name: "NO_PROXY upper wins", env: map[string]string{"ALL_PROXY": "socks5h://{socks}", "NO_PROXY": "other.test", "no_proxy": "proxyext.test"}, wantVia: "socks", wantType: wire.AddrDomain, wantListen: true},
+		{name: "NO_PROXY miss", env: map[string]string{"ALL_PROXY": "socks5h://{socks}", "NO_PROXY": "other.test,10.0.0.0/8"}, wantVia: "socks", wantType: kindDomain, wantListen: true},
+		{name: "NO_PROXY miss other port", env: map[string]string{"ALL_PROXY": "socks5h://{socks}", "NO_PROXY": echoName + ":1"}, wantVia: "socks", wantType: kindDomain, wantListen: true},
+		{name: "NO_PROXY upper wins", env: map[string]string{"ALL_PROXY": "socks5h://{socks}", "NO_PROXY": "other.test", "no_proxy": "proxyext.test"}, wantVia: "socks", wantType: kindDomain, wantListen: true},
 		{name: "NO_PROXY CIDR hit", env: map[string]string{"ALL_PROXY": "socks5h://{socks}", "NO_PROXY": "192.0.2.0/24"}, target: "192.0.2.1:{port}", wantVia: "direct", wantListen: true},
 		{name: "loopback never proxied", env: map[string]string{"ALL_PROXY": "socks5h://{socks}"}, target: "127.0.0.1:{port}", wantVia: "direct", wantListen: true},
 		{name: "localhost never proxied", env: map[string]string{"ALL_PROXY": "socks5h://{socks}"}, target: "localhost:{port}", wantVia: "direct", wantListen: true},
@@ -185,7 +184,7 @@ func TestEnvironment(t *testing.T) {
 				assert.Same(t, fwd, d, "no proxy: the forward dialer itself")
 				assert.Equal(t, proxy.Direct, plain, "no proxy and no forward: proxy.Direct")
 			}
-			if tt.wantType == wire.AddrIPv4 {
+			if tt.wantType == kindIPv4 {
 				withResolver(t, d, (&fakeResolver{hosts: map[string]netip.Addr{echoName: loopback4}}).resolver())
 			}
 			if tt.wantVia == "https" {
@@ -218,7 +217,7 @@ func TestEnvironment(t *testing.T) {
 			switch tt.wantVia {
 			case "socks", "socks2", "socksAuth":
 				req := s.request(t, tt.wantVia)
-				assert.Equal(t, tt.wantType, wire.Addr(req.Dst).Type())
+				assert.Equal(t, tt.wantType, kindOf(req.Dst))
 				assert.Equal(t, tt.wantUser, req.User)
 				assert.Equal(t, map[string]string{"socks": s.socks.Addr(), "socks2": s.socks2.Addr(), "socksAuth": s.socksAuth.Addr()}[tt.wantVia],
 					fwd.dialed()[0], "the proxy is reached through the forward dialer")

@@ -23,7 +23,6 @@ import (
 	"github.com/socksbind/socksbind/internal/connectproxy"
 	"github.com/socksbind/socksbind/internal/leakcheck"
 	"github.com/socksbind/socksbind/internal/testkit"
-	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -222,11 +221,11 @@ func TestRedact(t *testing.T) {
 func TestResolution(t *testing.T) {
 	tests := []struct {
 		scheme      string
-		wantType    wire.AddrType
+		wantType    addrKind
 		wantQueries bool
 	}{
-		{scheme: "socks5", wantType: wire.AddrIPv4, wantQueries: true},
-		{scheme: "socks5h", wantType: wire.AddrDomain},
+		{scheme: "socks5", wantType: kindIPv4, wantQueries: true},
+		{scheme: "socks5h", wantType: kindDomain},
 	}
 	for _, tt := range tests {
 		t.Run(tt.scheme, func(t *testing.T) {
@@ -245,8 +244,8 @@ func TestResolution(t *testing.T) {
 
 			reqs := srv.Requests()
 			require.Len(t, reqs, 1)
-			assert.Equal(t, tt.wantType, wire.Addr(reqs[0].Dst).Type())
-			if tt.wantType == wire.AddrDomain {
+			assert.Equal(t, tt.wantType, kindOf(reqs[0].Dst))
+			if tt.wantType == kindDomain {
 				assert.Equal(t, echoName, reqs[0].Dst.Name)
 			} else {
 				assert.Equal(t, loopback4, reqs[0].Dst.IP)

@@ -10,8 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/srvwire"
 	"github.com/socksbind/socksbind/internal/testkit"
-	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -70,7 +70,7 @@ func TestFaultGreeting(t *testing.T) {
 			conn.Write([]byte{0x04, 0x00})
 		})
 		c := dial(t, srv.Addr())
-		_, err := c.Write(wire.AppendGreeting(nil, []wire.AuthMethod{wire.AuthNone}))
+		_, err := c.Write(greeting(socksbind.AuthNone))
 		require.NoError(t, err)
 		got, err := io.ReadAll(c)
 		assert.NoError(t, err)
@@ -80,9 +80,9 @@ func TestFaultGreeting(t *testing.T) {
 	t.Run("close early", func(t *testing.T) {
 		srv := faultAt(t, socks5test.StageGreeting, func(net.Conn, *socks5test.Request) {})
 		c := dial(t, srv.Addr())
-		_, err := c.Write(wire.AppendGreeting(nil, []wire.AuthMethod{wire.AuthNone}))
+		_, err := c.Write(greeting(socksbind.AuthNone))
 		require.NoError(t, err)
-		_, err = wire.ReadMethodSelection(c, nil)
+		_, err = readPair(c, srvwire.Version)
 		assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
 	})
 }
@@ -95,7 +95,7 @@ func TestFaultRequest(t *testing.T) {
 		})
 		c := open(t, srv)
 		sendRequest(t, c, socksbind.CmdConnect, addr(ip4, 1))
-		_, _, err := wire.ReadReply(c, nil)
+		_, _, err := srvwire.ReadMessage(c)
 		assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
 		// The request was recorded before the hook ran.
 		require.Len(t, srv.Requests(), 1)
@@ -120,7 +120,7 @@ func TestFaultBindReply(t *testing.T) {
 	t.Run("reply 2 and data in one segment", func(t *testing.T) {
 		peers := make(chan net.Addr, 1)
 		srv := faultAt(t, socks5test.StageBindReply, func(conn net.Conn, _ *socks5test.Request) {
-			b := wire.AppendReply(nil, wire.ReplySucceeded, wire.Addr(wireAddr(<-peers)))
+			b := srvwire.AppendReply(nil, socksbind.ReplySucceeded, wireAddr(<-peers))
 			conn.Write(append(b, "data right behind"...))
 		})
 		c, bnd := bind(t, srv, addr(any4, 0))
@@ -141,7 +141,7 @@ func TestFaultBindReply(t *testing.T) {
 		srv := faultAt(t, socks5test.StageBindReply, func(net.Conn, *socks5test.Request) {})
 		c, bnd := bind(t, srv, addr(any4, 0))
 		peer := dial(t, bnd.String())
-		_, _, err := wire.ReadReply(c, nil)
+		_, _, err := srvwire.ReadMessage(c)
 		assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
 		expectEOF(t, peer)
 	})

@@ -18,8 +18,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/srvwire"
 	"github.com/socksbind/socksbind/internal/testkit"
-	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -105,37 +105,61 @@ func dial(t *testing.T, addr string) net.Conn {
 	return c
 }
 
+// greeting is the version/method selection message offering methods.
+func greeting(methods ...socksbind.AuthMethod) []byte {
+	b := []byte{srvwire.Version, byte(len(methods))}
+	for _, m := range methods {
+		b = append(b, byte(m))
+	}
+	return b
+}
+
+// readPair reads the two bytes of a method selection or an RFC 1929
+// status, and checks the first, the version. A close before them is
+// io.ErrUnexpectedEOF.
+func readPair(c net.Conn, version byte) (byte, error) {
+	var b [2]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, err
+	}
+	if b[0] != version {
+		return 0, fmt.Errorf("version %d, want %d", b[0], version)
+	}
+	return b[1], nil
+}
+
 // greet sends a greeting offering methods and returns the server's choice.
-func greet(t *testing.T, c net.Conn, methods ...wire.AuthMethod) wire.AuthMethod {
+func greet(t *testing.T, c net.Conn, methods ...socksbind.AuthMethod) socksbind.AuthMethod {
 	t.Helper()
-	_, err := c.Write(wire.AppendGreeting(nil, methods))
+	_, err := c.Write(greeting(methods...))
 	require.NoError(t, err)
-	m, err := wire.ReadMethodSelection(c, nil)
+	m, err := readPair(c, srvwire.Version)
 	require.NoError(t, err)
-	return m
+	return socksbind.AuthMethod(m)
 }
 
 // open connects to srv and negotiates no authentication.
 func open(t *testing.T, srv *socks5test.Server) net.Conn {
 	t.Helper()
 	c := dial(t, srv.Addr())
-	require.Equal(t, wire.AuthNone, greet(t, c, wire.AuthNone))
+	require.Equal(t, socksbind.AuthNone, greet(t, c, socksbind.AuthNone))
 	return c
 }
 
 func sendRequest(t *testing.T, c net.Conn, cmd socksbind.Command, dst socksbind.Addr) {
 	t.Helper()
-	b, err := wire.AppendRequest(nil, wire.Command(cmd), wire.Addr(dst))
-	require.NoError(t, err)
-	_, err = c.Write(b)
+	_, err := c.Write(srvwire.AppendMessage(nil, byte(cmd), dst))
 	require.NoError(t, err)
 }
 
 func readReply(t *testing.T, c net.Conn) (socksbind.Reply, socksbind.Addr) {
 	t.Helper()
-	rep, a, err := wire.ReadReply(c, nil)
+	rep, a, err := srvwire.ReadMessage(c)
 	require.NoError(t, err)
-	return socksbind.Reply(rep), socksbind.Addr(a)
+	return socksbind.Reply(rep), a
 }
 
 // request opens a connection to srv, sends a request and reads the reply.

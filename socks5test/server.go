@@ -15,8 +15,8 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/relay"
+	"github.com/socksbind/socksbind/internal/srvwire"
 	"github.com/socksbind/socksbind/internal/tracker"
-	"github.com/socksbind/socksbind/internal/wire"
 )
 
 // DefaultDialTimeout bounds the outbound dial of a CONNECT when
@@ -394,47 +394,47 @@ func (s *Server) fault(stage Stage, c net.Conn, req *Request) bool {
 func (s *Server) handle(c net.Conn) {
 	defer s.conns.Release(c)
 
-	methods, err := wire.ReadGreeting(c)
+	methods, err := srvwire.ReadGreeting(c)
 	if err != nil {
 		return
 	}
 	if s.fault(StageGreeting, c, nil) {
 		return
 	}
-	method := wire.AuthNone
+	method := socksbind.AuthNone
 	if s.Users != nil {
-		method = wire.AuthUsernamePassword
+		method = socksbind.AuthUsernamePassword
 	}
 	if !slices.Contains(methods, method) {
-		c.Write([]byte{wire.Version5, byte(wire.AuthNoAcceptable)})
+		c.Write([]byte{srvwire.Version, byte(socksbind.AuthNoAcceptable)})
 		return
 	}
-	if _, err := c.Write([]byte{wire.Version5, byte(method)}); err != nil {
+	if _, err := c.Write([]byte{srvwire.Version, byte(method)}); err != nil {
 		return
 	}
 	var user string
 	if s.Users != nil {
-		u, p, err := wire.ReadUserPass(c)
+		u, p, err := srvwire.ReadUserPass(c)
 		if err != nil {
 			return
 		}
 		if want, ok := s.Users[u]; !ok || want != p {
-			c.Write([]byte{wire.UserPassVersion, 1})
+			c.Write([]byte{srvwire.UserPassVersion, 1})
 			return
 		}
-		if _, err := c.Write([]byte{wire.UserPassVersion, 0}); err != nil {
+		if _, err := c.Write([]byte{srvwire.UserPassVersion, 0}); err != nil {
 			return
 		}
 		user = u
 	}
 
-	cmd, dst, err := wire.ReadRequest(c)
+	cmd, dst, err := srvwire.ReadRequest(c)
 	if err != nil {
 		// A malformed request, an unknown address type included, is
 		// answered by a close, as Dante does.
 		return
 	}
-	req := &Request{Command: socksbind.Command(cmd), Dst: socksbind.Addr(dst), Client: c.RemoteAddr(), User: user}
+	req := &Request{Command: cmd, Dst: dst, Client: c.RemoteAddr(), User: user}
 	s.mu.Lock()
 	s.requests = append(s.requests, *req)
 	s.mu.Unlock()
@@ -475,7 +475,7 @@ func (s *Server) handle(c net.Conn) {
 
 // writeReply sends a reply in one Write.
 func writeReply(c net.Conn, rep socksbind.Reply, bnd socksbind.Addr) error {
-	_, err := c.Write(wire.AppendReply(nil, wire.Reply(rep), wire.Addr(bnd)))
+	_, err := c.Write(srvwire.AppendReply(nil, rep, bnd))
 	return err
 }
 

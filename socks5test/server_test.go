@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"net/url"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -16,8 +17,8 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/srvwire"
 	"github.com/socksbind/socksbind/internal/testkit"
-	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -55,25 +56,25 @@ func TestGreeting(t *testing.T) {
 	t.Run("no acceptable method without users", func(t *testing.T) {
 		srv := newServer(t, nil)
 		c := dial(t, srv.Addr())
-		assert.Equal(t, wire.AuthNoAcceptable, greet(t, c, wire.AuthGSSAPI, wire.AuthUsernamePassword))
+		assert.Equal(t, socksbind.AuthNoAcceptable, greet(t, c, socksbind.AuthMethod(1), socksbind.AuthUsernamePassword))
 		expectEOF(t, c)
 	})
 	t.Run("no acceptable method with users", func(t *testing.T) {
 		srv := newServer(t, func(s *socks5test.Server) { s.Users = map[string]string{"u": "p"} })
 		c := dial(t, srv.Addr())
-		assert.Equal(t, wire.AuthNoAcceptable, greet(t, c, wire.AuthNone))
+		assert.Equal(t, socksbind.AuthNoAcceptable, greet(t, c, socksbind.AuthNone))
 		expectEOF(t, c)
 	})
 	t.Run("no methods at all", func(t *testing.T) {
 		srv := newServer(t, nil)
 		c := dial(t, srv.Addr())
-		assert.Equal(t, wire.AuthNoAcceptable, greet(t, c))
+		assert.Equal(t, socksbind.AuthNoAcceptable, greet(t, c))
 		expectEOF(t, c)
 	})
 	t.Run("none chosen among several", func(t *testing.T) {
 		srv := newServer(t, nil)
 		c := dial(t, srv.Addr())
-		assert.Equal(t, wire.AuthNone, greet(t, c, wire.AuthGSSAPI, wire.AuthUsernamePassword, wire.AuthNone))
+		assert.Equal(t, socksbind.AuthNone, greet(t, c, socksbind.AuthMethod(1), socksbind.AuthUsernamePassword, socksbind.AuthNone))
 	})
 }
 
@@ -84,10 +85,11 @@ func TestUserPass(t *testing.T) {
 
 	login := func(t *testing.T, user, pass string) (net.Conn, byte) {
 		c := dial(t, srv.Addr())
-		require.Equal(t, wire.AuthUsernamePassword, greet(t, c, wire.AuthNone, wire.AuthUsernamePassword))
-		_, err := c.Write(wire.AppendUserPass(nil, user, pass))
+		require.Equal(t, socksbind.AuthUsernamePassword, greet(t, c, socksbind.AuthNone, socksbind.AuthUsernamePassword))
+		b := append([]byte{srvwire.UserPassVersion, byte(len(user))}, user...)
+		_, err := c.Write(append(append(b, byte(len(pass))), pass...))
 		require.NoError(t, err)
-		status, err := wire.ReadUserPassStatus(c)
+		status, err := readPair(c, srvwire.UserPassVersion)
 		require.NoError(t, err)
 		return c, status
 	}
@@ -119,7 +121,7 @@ func TestUserPass(t *testing.T) {
 func TestRules(t *testing.T) {
 	echo := testkit.Echo(t, "tcp4")
 	custom := func(req *socks5test.Request) socksbind.Reply {
-		if wire.Addr(req.Dst).Type() == wire.AddrIPv6 {
+		if req.Dst.IP.Is6() {
 			return socksbind.ReplyAddressTypeNotSupported
 		}
 		return socksbind.ReplySucceeded
@@ -227,15 +229,12 @@ func TestConnect(t *testing.T) {
 		srv := newServer(t, nil)
 		echo := testkit.Echo(t, "tcp4")
 		c := dial(t, srv.Addr())
-		b := wire.AppendGreeting(nil, []wire.AuthMethod{wire.AuthNone})
-		b, err := wire.AppendRequest(b, wire.CmdConnect, wire.Addr(addr(ip4, uint16(echo.Port()))))
+		b := srvwire.AppendMessage(greeting(socksbind.AuthNone), byte(socksbind.CmdConnect), addr(ip4, uint16(echo.Port())))
+		_, err := c.Write(append(b, "payload"...))
 		require.NoError(t, err)
-		b = append(b, "payload"...)
-		_, err = c.Write(b)
+		m, err := readPair(c, srvwire.Version)
 		require.NoError(t, err)
-		m, err := wire.ReadMethodSelection(c, nil)
-		require.NoError(t, err)
-		require.Equal(t, wire.AuthNone, m)
+		require.Equal(t, byte(socksbind.AuthNone), m)
 		rep, _ := readReply(t, c)
 		require.Equal(t, socksbind.ReplySucceeded, rep)
 		got := make([]byte, len("payload"))
@@ -274,7 +273,7 @@ func TestMalformed(t *testing.T) {
 	// up, then a half-close, so that the server's close is a FIN, not a
 	// reset for unread bytes. The server closes without a reply, as Dante
 	// does.
-	greeting := wire.AppendGreeting(nil, []wire.AuthMethod{wire.AuthNone})
+	hello := greeting(socksbind.AuthNone)
 	for _, tc := range []struct {
 		name  string
 		users map[string]string
@@ -284,10 +283,10 @@ func TestMalformed(t *testing.T) {
 	}{
 		{"greeting version 4", nil, []byte{0x04, 0x01}, []byte{}},
 		{"truncated greeting", nil, []byte{0x05, 0x02, 0x00}, []byte{}},
-		{"request version 4", nil, append(greeting, 0x04, 0x01, 0x00, 0x01), []byte{0x05, 0x00}},
-		{"unknown address type", nil, append(greeting, 0x05, 0x01, 0x00, 0x05), []byte{0x05, 0x00}},
-		{"empty domain name", nil, append(greeting, 0x05, 0x01, 0x00, 0x03, 0x00, 0, 80), []byte{0x05, 0x00}},
-		{"truncated request", nil, append(greeting, 0x05, 0x01, 0x00, 0x01, 127, 0), []byte{0x05, 0x00}},
+		{"request version 4", nil, append(slices.Clip(hello), 0x04, 0x01, 0x00, 0x01), []byte{0x05, 0x00}},
+		{"unknown address type", nil, append(slices.Clip(hello), 0x05, 0x01, 0x00, 0x05), []byte{0x05, 0x00}},
+		{"empty domain name", nil, append(slices.Clip(hello), 0x05, 0x01, 0x00, 0x03, 0x00, 0, 80), []byte{0x05, 0x00}},
+		{"truncated request", nil, append(slices.Clip(hello), 0x05, 0x01, 0x00, 0x01, 127, 0), []byte{0x05, 0x00}},
 		{"username/password version 5", map[string]string{"u": "p"},
 			[]byte{0x05, 0x01, 0x02, 0x05, 0x01}, []byte{0x05, 0x02}},
 		{"truncated username/password", map[string]string{"u": "p"},
@@ -331,9 +330,9 @@ func TestRequestsRecorded(t *testing.T) {
 		assert.Equal(t, clients[i].String(), req.Client.String())
 		assert.Empty(t, req.User)
 	}
-	assert.Equal(t, wire.AddrIPv4, wire.Addr(reqs[0].Dst).Type())
-	assert.Equal(t, wire.AddrIPv6, wire.Addr(reqs[1].Dst).Type())
-	assert.Equal(t, wire.AddrDomain, wire.Addr(reqs[2].Dst).Type())
+	assert.True(t, reqs[0].Dst.IP.Is4(), "IPv4: %v", reqs[0].Dst)
+	assert.True(t, reqs[1].Dst.IP.Is6(), "IPv6: %v", reqs[1].Dst)
+	assert.NotEmpty(t, reqs[2].Dst.Name, "a name: %v", reqs[2].Dst)
 
 	// The result is a copy.
 	reqs[0].User = "changed"

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/socksbind/socksbind"
-	"github.com/socksbind/socksbind/internal/wire"
+	"github.com/socksbind/socksbind/internal/srvwire"
 )
 
 // CmdUDPTun is the command of GOST's UDP-over-TCP (UDP-TUN), 0xF3, the same
@@ -109,7 +109,7 @@ func (a *association) up() {
 			learned := from
 			a.client.Store(&learned)
 		}
-		dst, hl, err := wire.ParseUDPHeader(buf[:n])
+		dst, data, err := srvwire.ParseUDPHeader(buf[:n])
 		if err != nil {
 			continue
 		}
@@ -117,7 +117,7 @@ func (a *association) up() {
 		if !ok {
 			continue
 		}
-		a.out.WriteToUDPAddrPort(buf[hl:n], to)
+		a.out.WriteToUDPAddrPort(data, to)
 	}
 }
 
@@ -125,7 +125,7 @@ func (a *association) up() {
 // hook.
 func (a *association) down() {
 	buf := make([]byte, maxDatagram)
-	pkt := make([]byte, 0, wire.MaxUDPHeader+maxDatagram)
+	pkt := make([]byte, 0, srvwire.MaxUDPHeader+maxDatagram)
 	for {
 		n, from, err := a.out.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -135,8 +135,8 @@ func (a *association) down() {
 		if cl == nil {
 			continue
 		}
-		src := wire.Addr{IP: from.Addr().Unmap(), Port: from.Port()}
-		pkt, _ = wire.AppendUDPHeader(pkt[:0], src)
+		src := socksbind.Addr{IP: from.Addr().Unmap(), Port: from.Port()}
+		pkt = srvwire.AppendUDPHeader(pkt[:0], src)
 		pkt = append(pkt, buf[:n]...)
 		if a.s.Hooks.Datagram == nil {
 			a.relay.WriteToUDPAddrPort(pkt, *cl)
@@ -159,7 +159,7 @@ func (a *association) down() {
 }
 
 // resolveUDP is where a datagram to dst goes: Hosts first, then a lookup.
-func (s *Server) resolveUDP(dst wire.Addr) (netip.AddrPort, bool) {
+func (s *Server) resolveUDP(dst socksbind.Addr) (netip.AddrPort, bool) {
 	if dst.Name == "" {
 		return netip.AddrPortFrom(dst.IP.Unmap(), dst.Port), true
 	}
@@ -201,14 +201,14 @@ func (s *Server) udpTun(c net.Conn, req *Request) {
 	s.wg.Go(func() {
 		defer close(done)
 		buf := make([]byte, maxDatagram)
-		pkt := make([]byte, 0, wire.MaxUDPHeader+maxDatagram)
+		pkt := make([]byte, 0, srvwire.MaxUDPHeader+maxDatagram)
 		for {
 			n, from, err := out.ReadFromUDPAddrPort(buf)
 			if err != nil {
 				return
 			}
-			src := wire.Addr{IP: from.Addr().Unmap(), Port: from.Port()}
-			if pkt, err = wire.AppendTunHeader(pkt[:0], n, src); err != nil {
+			src := socksbind.Addr{IP: from.Addr().Unmap(), Port: from.Port()}
+			if pkt, err = srvwire.AppendTunHeader(pkt[:0], n, src); err != nil {
 				continue // an empty datagram: a frame cannot carry it
 			}
 			pkt = append(pkt, buf[:n]...)
@@ -228,9 +228,9 @@ func (s *Server) udpTun(c net.Conn, req *Request) {
 		}
 	})
 	br := bufio.NewReaderSize(c, 64<<10)
-	buf := make([]byte, wire.MaxTunData)
+	buf := make([]byte, srvwire.MaxTunData)
 	for {
-		dst, data, err := wire.ReadTunFrame(br, buf)
+		dst, data, err := srvwire.ReadTunFrame(br, buf)
 		if err != nil {
 			break
 		}

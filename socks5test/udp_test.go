@@ -14,9 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/srvwire"
 	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/internal/udptest"
-	"github.com/socksbind/socksbind/internal/wire"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -33,9 +33,7 @@ func udpSocket(t *testing.T) *net.UDPConn {
 // datagram is a datagram to or from a, with the RFC 1928 header.
 func datagram(t *testing.T, a netip.AddrPort, data string) []byte {
 	t.Helper()
-	b, err := wire.AppendUDPHeader(nil, wire.Addr{IP: a.Addr(), Port: a.Port()})
-	require.NoError(t, err)
-	return append(b, data...)
+	return append(srvwire.AppendUDPHeader(nil, socksbind.Addr{IP: a.Addr(), Port: a.Port()}), data...)
 }
 
 // readDatagram reads a datagram from c within a short wait; ok is false
@@ -124,11 +122,11 @@ func TestUDPTun(t *testing.T) {
 	ctrl, rep, bnd := request(t, srv, socks5test.CmdUDPTun, addr(netip.IPv4Unspecified(), 0))
 	require.Equal(t, socksbind.ReplySucceeded, rep)
 	assert.True(t, bnd.IP.IsUnspecified(), "GOST's reply: 0.0.0.0 and a port")
-	f, err := wire.AppendTunHeader(nil, 5, wire.Addr{IP: echo.Addr(), Port: echo.Port()})
+	f, err := srvwire.AppendTunHeader(nil, 5, socksbind.Addr{IP: echo.Addr(), Port: echo.Port()})
 	require.NoError(t, err)
 	_, err = ctrl.Write(append(f, "hello"...))
 	require.NoError(t, err)
-	src, data, err := wire.ReadTunFrame(bufio.NewReader(ctrl), make([]byte, wire.MaxTunData))
+	src, data, err := srvwire.ReadTunFrame(bufio.NewReader(ctrl), make([]byte, srvwire.MaxTunData))
 	require.NoError(t, err)
 	assert.Equal(t, "hello", string(data))
 	assert.Equal(t, echo, netip.AddrPortFrom(src.IP, src.Port))

@@ -25,8 +25,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/socksbind/socksbind/internal/srvwire"
 	"github.com/socksbind/socksbind/internal/tracker"
-	"github.com/socksbind/socksbind/internal/wire"
 )
 
 // A Step is one action of a script, run on the proxy's end of a
@@ -143,7 +143,7 @@ func Await(ch <-chan struct{}) Step {
 // ReadGreeting reads a SOCKS5 greeting (version and methods).
 func ReadGreeting() Step {
 	return func(c *Conn) error {
-		_, err := wire.ReadGreeting(c)
+		_, err := srvwire.ReadGreeting(c)
 		return err
 	}
 }
@@ -151,7 +151,7 @@ func ReadGreeting() Step {
 // ReadUserPass reads an RFC 1929 username/password request.
 func ReadUserPass() Step {
 	return func(c *Conn) error {
-		_, _, err := wire.ReadUserPass(c)
+		_, _, err := srvwire.ReadUserPass(c)
 		return err
 	}
 }
@@ -159,7 +159,7 @@ func ReadUserPass() Step {
 // ReadRequest reads a SOCKS5 request.
 func ReadRequest() Step {
 	return func(c *Conn) error {
-		_, _, err := wire.ReadRequest(c)
+		_, _, err := srvwire.ReadRequest(c)
 		return err
 	}
 }

@@ -27,14 +27,16 @@ func ValidName(name string) bool {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
-		if !nameByte(name[i]) {
+		if !NameByte(name[i]) {
 			return false
 		}
 	}
 	return true
 }
 
-func nameByte(b byte) bool {
+// NameByte reports whether b may be in a host name, by the rule of
+// [ValidName].
+func NameByte(b byte) bool {
 	return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' ||
 		b == '-' || b == '.' || b == '_'
 }
