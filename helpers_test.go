@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/socksbind/socksbind"
@@ -21,13 +22,7 @@ import (
 func newProxy(t *testing.T, setup func(*socks5test.Server)) *socks5test.Server {
 	t.Helper()
 	leakcheck.Check(t)
-	srv := socks5test.NewUnstartedServer()
-	if setup != nil {
-		setup(srv)
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return srv
+	return testkit.Proxy(t, setup)
 }
 
 func newDialer(t *testing.T, srv *socks5test.Server) *socksbind.Dialer {
@@ -70,5 +65,24 @@ func waitBlocked(t *testing.T, n int) {
 			t.Fatalf("%d Accept calls blocked, want %d", blocked, n)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// acceptedPeer waits up to 10 s for the connection an Accept hands over on
+// accepted, checks that it comes from peer (unless nil), and closes it at
+// the end of the test.
+func acceptedPeer(t *testing.T, accepted <-chan testkit.Accepted, peer net.Conn) net.Conn {
+	t.Helper()
+	select {
+	case r := <-accepted:
+		require.NoError(t, r.Err, "Accept failed")
+		t.Cleanup(func() { r.Conn.Close() })
+		if peer != nil {
+			assert.Equal(t, peer.LocalAddr().String(), r.Conn.RemoteAddr().String(), "the accepted connection is the peer's")
+		}
+		return r.Conn
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection accepted within 10 s")
+		return nil
 	}
 }

@@ -76,16 +76,7 @@ func TestTTLExpiredReply2(t *testing.T) {
 	}
 	assert.ErrorIs(t, err, socksbind.ErrTTLExpired)
 	assert.NotErrorIs(t, err, os.ErrDeadlineExceeded)
-	peer := dialPeer(t, waitArmed(t, armed))
-	select {
-	case r := <-accepted:
-		c, ok := r.Conn, r.Err == nil
-		require.True(t, ok, "Accept failed")
-		defer c.Close()
-		assert.Equal(t, peer.LocalAddr().String(), c.RemoteAddr().String())
-	case <-time.After(10 * time.Second):
-		t.Fatal("the second peer was not accepted")
-	}
+	acceptedPeer(t, accepted, dialPeer(t, waitArmed(t, armed)))
 }
 
 // The listener never has two BINDs in flight, even when Armed is slow and
@@ -96,15 +87,7 @@ func TestRearmNeverDoubles(t *testing.T) {
 	for i := range 5 {
 		armed := ln.Addr()
 		accepted := testkit.AcceptAsync(ln)
-		dialPeer(t, armed)
-		select {
-		case r := <-accepted:
-			c, ok := r.Conn, r.Err == nil
-			require.True(t, ok, "Accept %d failed", i)
-			c.Close()
-		case <-time.After(10 * time.Second):
-			t.Fatalf("peer %d not accepted", i)
-		}
+		acceptedPeer(t, accepted, dialPeer(t, armed)).Close()
 		require.Eventually(t, func() bool { return bindCount(srv) == i+2 && ln.Addr().String() != armed.String() },
 			10*time.Second, time.Millisecond, "no re-arm after connection %d", i)
 		assert.Equal(t, 1, srv.ActiveBinds(), "after connection %d", i)

@@ -68,16 +68,7 @@ func refuseBinds(rep socksbind.Reply, refuse func(n int) bool) func(*socks5test.
 // serveOne has a peer connect and checks that Accept returns it.
 func serveOne(t *testing.T, ln *socksbind.Listener, accepted <-chan testkit.Accepted) {
 	t.Helper()
-	peer := dialPeer(t, ln.Addr())
-	select {
-	case r := <-accepted:
-		c, ok := r.Conn, r.Err == nil
-		require.True(t, ok, "Accept failed")
-		defer c.Close()
-		assert.Equal(t, peer.LocalAddr().String(), c.RemoteAddr().String())
-	case <-time.After(10 * time.Second):
-		t.Fatal("the peer was not accepted")
-	}
+	acceptedPeer(t, accepted, dialPeer(t, ln.Addr()))
 }
 
 // armedHook returns an Armed callback and the channel it reports to; the

@@ -196,15 +196,7 @@ func TestListenPeerFilter(t *testing.T) {
 	right, err := d.Dial("tcp", waitArmed(t, armed).String())
 	require.NoError(t, err)
 	defer right.Close()
-	select {
-	case r := <-accepted:
-		c, ok := r.Conn, r.Err == nil
-		require.True(t, ok, "Accept failed")
-		defer c.Close()
-		assert.Equal(t, right.LocalAddr().String(), c.RemoteAddr().String())
-	case <-time.After(10 * time.Second):
-		t.Fatal("the expected peer was not accepted")
-	}
+	acceptedPeer(t, accepted, right)
 }
 
 func TestListenSpecificPort(t *testing.T) {
@@ -312,16 +304,7 @@ func TestListenFixedRearm(t *testing.T) {
 			return true
 		}, 10*time.Second, 5*time.Millisecond)
 		defer peer2.Close()
-		var c2 net.Conn
-		select {
-		case r := <-accepted:
-			c2 = r.Conn
-			require.NotNil(t, c2, "Accept failed")
-		case <-time.After(10 * time.Second):
-			t.Fatal("Accept never recovered")
-		}
-		defer c2.Close()
-		assert.Equal(t, peer2.LocalAddr().String(), c2.RemoteAddr().String())
+		c2 := acceptedPeer(t, accepted, peer2)
 		assert.Equal(t, port, portOf(c2.LocalAddr()))
 	})
 }

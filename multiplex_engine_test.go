@@ -316,17 +316,7 @@ func TestMultiplexSessionRestored(t *testing.T) {
 		t.Fatal("the session was not asked for again")
 	}
 	assert.Equal(t, addr.String(), ln.Addr().String())
-	peer := dialPeer(t, addr)
-	var c net.Conn
-	select {
-	case r := <-next:
-		c = r.Conn
-		require.NotNil(t, c, "Accept failed across the restart")
-	case <-time.After(10 * time.Second):
-		t.Fatal("Accept did not return after the session was back")
-	}
-	defer c.Close()
-	assert.Equal(t, peer.LocalAddr().String(), c.RemoteAddr().String())
+	acceptedPeer(t, next, dialPeer(t, addr))
 	errs, _ := log.snapshot()
 	assertSessionLost(t, errs[0])
 }

@@ -38,13 +38,28 @@ func udpProxy(t *testing.T, setup func(*socks5test.Server)) *socks5test.Server {
 
 var udpModes = []socksbind.UDPMode{socksbind.UDPAssociate, socksbind.UDPTunnel}
 
+// udpSetup starts a proxy with UDP and a UDP echo server, and makes a
+// PacketConn through the proxy with mode.
+func udpSetup(t *testing.T, mode socksbind.UDPMode) (*socks5test.Server, netip.AddrPort, *socksbind.PacketConn) {
+	t.Helper()
+	srv := udpProxy(t, nil)
+	return srv, udptest.Echo(t, "udp4", "127.0.0.1:0"), listenPacket(t, srv, mode)
+}
+
 // listenPacket makes a PacketConn through srv with mode, closed at the end
 // of the test.
 func listenPacket(t *testing.T, srv *socks5test.Server, mode socksbind.UDPMode) *socksbind.PacketConn {
 	t.Helper()
+	return listenPacketWith(t, srv, mode, "udp", "")
+}
+
+// listenPacketWith makes a PacketConn through srv with mode on network at
+// local, closed at the end of the test.
+func listenPacketWith(t *testing.T, srv *socks5test.Server, mode socksbind.UDPMode, network, local string) *socksbind.PacketConn {
+	t.Helper()
 	d := newDialer(t, srv)
 	d.UDP = mode
-	pc, err := d.ListenPacket(context.Background(), "udp", "")
+	pc, err := d.ListenPacket(context.Background(), network, local)
 	require.NoError(t, err)
 	t.Cleanup(func() { pc.Close() })
 	return pc.(*socksbind.PacketConn)
@@ -99,9 +114,7 @@ func (a hostPortAddr) Network() string { return "udp" }
 func (a hostPortAddr) String() string  { return string(a) }
 
 func TestUDPAddrPortAPI(t *testing.T) {
-	srv := udpProxy(t, nil)
-	echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
-	pc := listenPacket(t, srv, socksbind.UDPAssociate)
+	_, echo, pc := udpSetup(t, socksbind.UDPAssociate)
 	require.NoError(t, pc.SetReadDeadline(time.Now().Add(5*time.Second)))
 	_, err := pc.WriteToUDPAddrPort([]byte("x"), echo)
 	require.NoError(t, err)
@@ -115,9 +128,7 @@ func TestUDPAddrPortAPI(t *testing.T) {
 func TestUDPShortBuffer(t *testing.T) {
 	for _, mode := range udpModes {
 		t.Run(mode.String(), func(t *testing.T) {
-			srv := udpProxy(t, nil)
-			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
-			pc := listenPacket(t, srv, mode)
+			_, echo, pc := udpSetup(t, mode)
 			require.NoError(t, pc.SetReadDeadline(time.Now().Add(5*time.Second)))
 			_, err := pc.WriteTo([]byte("0123456789"), net.UDPAddrFromAddrPort(echo))
 			require.NoError(t, err)
@@ -139,9 +150,7 @@ func TestUDPOversized(t *testing.T) {
 		{socksbind.UDPTunnel, 0},
 	} {
 		t.Run(tt.mode.String(), func(t *testing.T) {
-			srv := udpProxy(t, nil)
-			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
-			pc := listenPacket(t, srv, tt.mode)
+			_, echo, pc := udpSetup(t, tt.mode)
 			n, err := pc.WriteTo(make([]byte, tt.size), net.UDPAddrFromAddrPort(echo))
 			assert.Zero(t, n)
 			require.ErrorIs(t, err, socksbind.ErrDatagramTooLarge)
@@ -166,9 +175,7 @@ func TestUDPOversized(t *testing.T) {
 func TestUDPDeadline(t *testing.T) {
 	for _, mode := range udpModes {
 		t.Run(mode.String(), func(t *testing.T) {
-			srv := udpProxy(t, nil)
-			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
-			pc := listenPacket(t, srv, mode)
+			_, echo, pc := udpSetup(t, mode)
 			require.NoError(t, pc.SetReadDeadline(time.Now().Add(50*time.Millisecond)))
 			_, _, err := pc.ReadFrom(make([]byte, 10))
 			require.ErrorIs(t, err, os.ErrDeadlineExceeded)
@@ -212,9 +219,7 @@ func TestUDPDeadlineWhileBlocked(t *testing.T) {
 func TestUDPClose(t *testing.T) {
 	for _, mode := range udpModes {
 		t.Run(mode.String(), func(t *testing.T) {
-			srv := udpProxy(t, nil)
-			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
-			pc := listenPacket(t, srv, mode)
+			_, echo, pc := udpSetup(t, mode)
 			errc := make(chan error, 2)
 			for range 2 {
 				go func() {
@@ -239,9 +244,7 @@ func TestUDPClose(t *testing.T) {
 func TestUDPControlEnds(t *testing.T) {
 	for _, mode := range udpModes {
 		t.Run(mode.String(), func(t *testing.T) {
-			srv := udpProxy(t, nil)
-			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
-			pc := listenPacket(t, srv, mode)
+			srv, echo, pc := udpSetup(t, mode)
 			errc := make(chan error, 1)
 			go func() {
 				_, _, err := pc.ReadFrom(make([]byte, 10))
@@ -501,7 +504,7 @@ func noDNS(context.Context, string, string) (net.Conn, error) {
 func TestUDPDeclaresLocalAddr(t *testing.T) {
 	srv := udpProxy(t, nil)
 	for _, local := range []string{"", "127.0.0.1:0"} {
-		pc := listenPacketAt(t, srv, local)
+		pc := listenPacketWith(t, srv, socksbind.UDPAssociate, "udp4", local)
 		la := pc.LocalAddr().(*net.UDPAddr).AddrPort()
 		reqs := srv.Requests()
 		dst := reqs[len(reqs)-1].Dst
@@ -514,21 +517,10 @@ func TestUDPDeclaresLocalAddr(t *testing.T) {
 	}
 }
 
-func listenPacketAt(t *testing.T, srv *socks5test.Server, local string) *socksbind.PacketConn {
-	t.Helper()
-	d := newDialer(t, srv)
-	pc, err := d.ListenPacket(context.Background(), "udp4", local)
-	require.NoError(t, err)
-	t.Cleanup(func() { pc.Close() })
-	return pc.(*socksbind.PacketConn)
-}
-
 func TestUDPWriteDeadline(t *testing.T) {
 	for _, mode := range udpModes {
 		t.Run(mode.String(), func(t *testing.T) {
-			srv := udpProxy(t, nil)
-			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
-			pc := listenPacket(t, srv, mode)
+			_, echo, pc := udpSetup(t, mode)
 			require.NoError(t, pc.SetWriteDeadline(time.Unix(1, 0)))
 			_, err := pc.WriteTo([]byte("late"), net.UDPAddrFromAddrPort(echo))
 			require.ErrorIs(t, err, os.ErrDeadlineExceeded)
@@ -544,9 +536,7 @@ func TestUDPWriteDeadline(t *testing.T) {
 
 // An empty datagram travels with UDP ASSOCIATE (a header alone).
 func TestUDPEmptyDatagram(t *testing.T) {
-	srv := udpProxy(t, nil)
-	echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
-	pc := listenPacket(t, srv, socksbind.UDPAssociate)
+	_, echo, pc := udpSetup(t, socksbind.UDPAssociate)
 	got, from := echoOnce(t, pc, echo, nil)
 	assert.Empty(t, got)
 	assert.Equal(t, echo.String(), from.String())
@@ -557,9 +547,7 @@ func TestUDPEmptyDatagram(t *testing.T) {
 func TestUDPConcurrent(t *testing.T) {
 	for _, mode := range udpModes {
 		t.Run(mode.String(), func(t *testing.T) {
-			srv := udpProxy(t, nil)
-			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
-			pc := listenPacket(t, srv, mode)
+			_, echo, pc := udpSetup(t, mode)
 			const writers, each = 4, 100
 			msg := func(w, i int) []byte {
 				b := bytes.Repeat([]byte{byte(w), byte(i)}, 1+(w*each+i)%700)
@@ -610,9 +598,7 @@ func TestUDPConcurrent(t *testing.T) {
 // A reader that falls behind on UDP-TUN loses datagrams, as on a UDP socket,
 // counted as Overflow, and the tunnel goes on.
 func TestUDPTunOverflow(t *testing.T) {
-	srv := udpProxy(t, nil)
-	echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
-	pc := listenPacket(t, srv, socksbind.UDPTunnel)
+	_, echo, pc := udpSetup(t, socksbind.UDPTunnel)
 	// Nobody reads: send until the queue overflows. A datagram lost on
 	// the way (UDP between the relay and the echo server) only delays it.
 	for i := 0; pc.Dropped().Overflow == 0; i++ {

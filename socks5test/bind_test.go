@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -28,7 +29,7 @@ func TestBind(t *testing.T) {
 			if tc.ipv6 {
 				requireIPv6(t)
 			}
-			srv := newServer(t, nil)
+			srv := testkit.Proxy(t, nil)
 			c, bnd := bind(t, srv, tc.dst)
 			assert.Equal(t, tc.ip, bnd.IP)
 			require.NotZero(t, bnd.Port)
@@ -48,7 +49,7 @@ func TestBind(t *testing.T) {
 	}
 
 	t.Run("peer to client half-close", func(t *testing.T) {
-		srv := newServer(t, nil)
+		srv := testkit.Proxy(t, nil)
 		c, bnd := bind(t, srv, addr(any4, 0))
 		peer := dial(t, bnd.String())
 		rep, _ := readReply(t, c)
@@ -57,7 +58,7 @@ func TestBind(t *testing.T) {
 	})
 
 	t.Run("report unspecified", func(t *testing.T) {
-		srv := newServer(t, func(s *socks5test.Server) { s.ReportUnspecified = true })
+		srv := testkit.Proxy(t, func(s *socks5test.Server) { s.ReportUnspecified = true })
 		c, bnd := bind(t, srv, addr(any4, 0))
 		assert.Equal(t, any4, bnd.IP)
 		require.NotZero(t, bnd.Port)
@@ -71,7 +72,7 @@ func TestBind(t *testing.T) {
 	t.Run("peer data before reply 2", func(t *testing.T) {
 		// The peer writes before the server answers: nothing is lost, and
 		// the data follows reply 2 on the control connection.
-		srv := newServer(t, nil)
+		srv := testkit.Proxy(t, nil)
 		c, bnd := bind(t, srv, addr(any4, 0))
 		peer := dial(t, bnd.String())
 		_, err := peer.Write([]byte("early"))
@@ -87,7 +88,7 @@ func TestBind(t *testing.T) {
 
 func TestBindPort(t *testing.T) {
 	t.Run("free port is bound", func(t *testing.T) {
-		srv := newServer(t, nil)
+		srv := testkit.Proxy(t, nil)
 		c, p := bindFreePort(t, srv)
 		peer := dial(t, addr(ip4, p).String())
 		rep, _ := readReply(t, c)
@@ -96,7 +97,7 @@ func TestBindPort(t *testing.T) {
 	})
 
 	t.Run("busy port gives another", func(t *testing.T) {
-		srv := newServer(t, nil)
+		srv := testkit.Proxy(t, nil)
 		busy, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		t.Cleanup(func() { busy.Close() })
@@ -116,7 +117,7 @@ func TestBindPort(t *testing.T) {
 	t.Run("same port while the connection is open", func(t *testing.T) {
 		// The accepted connection still holds the port: without
 		// SO_REUSEADDR, Dante cannot bind it again.
-		srv := newServer(t, nil)
+		srv := testkit.Proxy(t, nil)
 		c1, p := bindFreePort(t, srv)
 		dial(t, addr(ip4, p).String())
 		rep, _ := readReply(t, c1)
@@ -129,7 +130,7 @@ func TestBindPort(t *testing.T) {
 	t.Run("same port after the connection closed", func(t *testing.T) {
 		// The server's side closes first, so its socket sits in
 		// TIME_WAIT and the port stays in use.
-		srv := newServer(t, nil)
+		srv := testkit.Proxy(t, nil)
 		c1, p := bindFreePort(t, srv)
 		peer := dial(t, addr(ip4, p).String())
 		rep, _ := readReply(t, c1)
@@ -147,7 +148,7 @@ func TestBindPort(t *testing.T) {
 	})
 
 	t.Run("peer filter ignores the port", func(t *testing.T) {
-		srv := newServer(t, nil)
+		srv := testkit.Proxy(t, nil)
 		busy, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		t.Cleanup(func() { busy.Close() })
@@ -159,7 +160,7 @@ func TestBindPort(t *testing.T) {
 
 func TestBindFilter(t *testing.T) {
 	t.Run("other peer refused", func(t *testing.T) {
-		srv := newServer(t, nil)
+		srv := testkit.Proxy(t, nil)
 		c, bnd := bind(t, srv, addr(ip4Other, 0))
 		assert.Equal(t, ip4, bnd.IP)
 		peer, err := dialFrom(t, ip4, bnd.String())
@@ -173,7 +174,7 @@ func TestBindFilter(t *testing.T) {
 	})
 
 	t.Run("expected peer accepted", func(t *testing.T) {
-		srv := newServer(t, nil)
+		srv := testkit.Proxy(t, nil)
 		c, bnd := bind(t, srv, addr(ip4Other, 0))
 		peer, err := dialFrom(t, ip4Other, bnd.String())
 		require.NoError(t, err)
@@ -206,7 +207,7 @@ func TestPeerRules(t *testing.T) {
 		{"first refusal wins", []socks5test.PeerRule{record, refused, socks5test.RefusePeer(ip4)}, ip4, socksbind.ReplyConnectionRefused},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := newServer(t, func(s *socks5test.Server) { s.PeerRules = tc.rules })
+			srv := testkit.Proxy(t, func(s *socks5test.Server) { s.PeerRules = tc.rules })
 			c, bnd := bind(t, srv, addr(any4, 0))
 			peer, err := dialFrom(t, tc.from, bnd.String())
 			require.NoError(t, err)
@@ -246,7 +247,7 @@ func TestBindKilled(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := newServer(t, nil)
+			srv := testkit.Proxy(t, nil)
 			c, bnd := bind(t, srv, addr(any4, 0))
 			require.Equal(t, 1, srv.ActiveBinds())
 			tc.kill(t, c)
@@ -262,7 +263,7 @@ func TestBindReuse(t *testing.T) {
 	reuse := func(s *socks5test.Server) { s.BindMode = socks5test.BindReuse }
 
 	t.Run("same port while the first connection is open", func(t *testing.T) {
-		srv := newServer(t, reuse)
+		srv := testkit.Proxy(t, reuse)
 		c1, p := bindFreePort(t, srv)
 		binds := srv.ActiveBinds()
 		peer1 := dial(t, addr(ip4, p).String())
@@ -283,7 +284,7 @@ func TestBindReuse(t *testing.T) {
 	})
 
 	t.Run("peer waits in the backlog for the next bind", func(t *testing.T) {
-		srv := newServer(t, reuse)
+		srv := testkit.Proxy(t, reuse)
 		c1, p := bindFreePort(t, srv)
 		bnd := addr(ip4, p)
 		dial(t, bnd.String())
@@ -307,7 +308,7 @@ func TestBindReuse(t *testing.T) {
 	})
 
 	t.Run("control closed returns the socket to the pool", func(t *testing.T) {
-		srv := newServer(t, reuse)
+		srv := testkit.Proxy(t, reuse)
 		c1, p := bindFreePort(t, srv)
 		binds := srv.ActiveBinds()
 		// The server puts the socket back before it closes the control
@@ -325,7 +326,7 @@ func TestBindReuse(t *testing.T) {
 	})
 
 	t.Run("pooled sockets close with the server", func(t *testing.T) {
-		srv := newServer(t, reuse)
+		srv := testkit.Proxy(t, reuse)
 		c, bnd := bind(t, srv, addr(any4, 0))
 		require.NoError(t, c.(*net.TCPConn).CloseWrite())
 		expectEOF(t, c)

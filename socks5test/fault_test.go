@@ -19,7 +19,7 @@ func TestFaultStages(t *testing.T) {
 	// A Fault that returns false sees every stage and changes nothing.
 	var mu sync.Mutex
 	stages := map[socksbind.Command][]socks5test.Stage{}
-	srv := newServer(t, func(s *socks5test.Server) {
+	srv := testkit.Proxy(t, func(s *socks5test.Server) {
 		s.Hooks.Fault = func(stage socks5test.Stage, _ net.Conn, req *socks5test.Request) bool {
 			if stage == socks5test.StageGreeting {
 				assert.Nil(t, req)
@@ -52,7 +52,7 @@ func TestFaultStages(t *testing.T) {
 // connection over.
 func faultAt(t *testing.T, stage socks5test.Stage, f func(conn net.Conn, req *socks5test.Request)) *socks5test.Server {
 	t.Helper()
-	return newServer(t, func(s *socks5test.Server) {
+	return testkit.Proxy(t, func(s *socks5test.Server) {
 		s.Hooks.Fault = func(st socks5test.Stage, conn net.Conn, req *socks5test.Request) bool {
 			if st != stage {
 				return false

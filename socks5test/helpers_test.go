@@ -69,18 +69,6 @@ func serverGoroutines() string {
 	return strings.Join(leaked, "\n\n")
 }
 
-// newServer starts a server configured by setup, closed when the test ends.
-func newServer(t *testing.T, setup func(*socks5test.Server)) *socks5test.Server {
-	t.Helper()
-	srv := socks5test.NewUnstartedServer()
-	if setup != nil {
-		setup(srv)
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return srv
-}
-
 // dialFrom opens a TCP connection from the local IP from (any when invalid),
 // closed when the test ends.
 func dialFrom(t *testing.T, from netip.Addr, addr string) (net.Conn, error) {

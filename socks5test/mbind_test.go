@@ -24,7 +24,7 @@ import (
 // by setup.
 func newMultiplexServer(t *testing.T, setup func(*socks5test.Server)) *socks5test.Server {
 	t.Helper()
-	return newServer(t, func(s *socks5test.Server) {
+	return testkit.Proxy(t, func(s *socks5test.Server) {
 		s.Multiplex = true
 		if setup != nil {
 			setup(s)
@@ -311,7 +311,7 @@ func TestMBINDRefusals(t *testing.T) {
 	t.Run("off", func(t *testing.T) {
 		// Without Multiplex, 0xF2 is an unknown command: closed
 		// without a reply, as Dante does.
-		srv := newServer(t, nil)
+		srv := testkit.Proxy(t, nil)
 		c := open(t, srv)
 		sendRequest(t, c, socksbind.CmdMultiplexBind, addr(any4, 0))
 		expectEOF(t, c)

@@ -23,7 +23,7 @@ import (
 )
 
 func TestServerAddresses(t *testing.T) {
-	srv := newServer(t, nil)
+	srv := testkit.Proxy(t, nil)
 	ap, err := netip.ParseAddrPort(srv.Addr())
 	require.NoError(t, err)
 	assert.Equal(t, ip4, ap.Addr())
@@ -40,7 +40,7 @@ func TestServerAddresses(t *testing.T) {
 }
 
 func TestStartTwicePanics(t *testing.T) {
-	srv := newServer(t, nil)
+	srv := testkit.Proxy(t, nil)
 	assert.Panics(t, srv.Start)
 }
 
@@ -54,25 +54,25 @@ func TestCloseUnstarted(t *testing.T) {
 
 func TestGreeting(t *testing.T) {
 	t.Run("no acceptable method without users", func(t *testing.T) {
-		srv := newServer(t, nil)
+		srv := testkit.Proxy(t, nil)
 		c := dial(t, srv.Addr())
 		assert.Equal(t, socksbind.AuthNoAcceptable, greet(t, c, socksbind.AuthMethod(1), socksbind.AuthUsernamePassword))
 		expectEOF(t, c)
 	})
 	t.Run("no acceptable method with users", func(t *testing.T) {
-		srv := newServer(t, func(s *socks5test.Server) { s.Users = map[string]string{"u": "p"} })
+		srv := testkit.Proxy(t, func(s *socks5test.Server) { s.Users = map[string]string{"u": "p"} })
 		c := dial(t, srv.Addr())
 		assert.Equal(t, socksbind.AuthNoAcceptable, greet(t, c, socksbind.AuthNone))
 		expectEOF(t, c)
 	})
 	t.Run("no methods at all", func(t *testing.T) {
-		srv := newServer(t, nil)
+		srv := testkit.Proxy(t, nil)
 		c := dial(t, srv.Addr())
 		assert.Equal(t, socksbind.AuthNoAcceptable, greet(t, c))
 		expectEOF(t, c)
 	})
 	t.Run("none chosen among several", func(t *testing.T) {
-		srv := newServer(t, nil)
+		srv := testkit.Proxy(t, nil)
 		c := dial(t, srv.Addr())
 		assert.Equal(t, socksbind.AuthNone, greet(t, c, socksbind.AuthMethod(1), socksbind.AuthUsernamePassword, socksbind.AuthNone))
 	})
@@ -80,7 +80,7 @@ func TestGreeting(t *testing.T) {
 
 func TestUserPass(t *testing.T) {
 	users := map[string]string{"alice": "secret", "bob": "hunter2"}
-	srv := newServer(t, func(s *socks5test.Server) { s.Users = users })
+	srv := testkit.Proxy(t, func(s *socks5test.Server) { s.Users = users })
 	echo := testkit.Echo(t, "tcp4")
 
 	login := func(t *testing.T, user, pass string) (net.Conn, byte) {
@@ -156,7 +156,7 @@ func TestRules(t *testing.T) {
 			socksbind.CmdUDPAssociate, addr(any4, 0), socksbind.ReplyTTLExpired},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := newServer(t, func(s *socks5test.Server) { s.Rules = tc.rules })
+			srv := testkit.Proxy(t, func(s *socks5test.Server) { s.Rules = tc.rules })
 			c, rep, bnd := request(t, srv, tc.cmd, tc.dst)
 			assert.Equal(t, tc.want, rep)
 			assert.Equal(t, addr(any4, 0), bnd)
@@ -166,7 +166,7 @@ func TestRules(t *testing.T) {
 	}
 
 	t.Run("no refusal", func(t *testing.T) {
-		srv := newServer(t, func(s *socks5test.Server) {
+		srv := testkit.Proxy(t, func(s *socks5test.Server) {
 			s.Rules = []socks5test.Rule{
 				socks5test.RefuseCommand(socksbind.CmdBind, socksbind.ReplyNotAllowed),
 				socks5test.RefusePort(uint16(echo.Port())+1, socksbind.ReplyNotAllowed),
@@ -195,7 +195,7 @@ func TestConnect(t *testing.T) {
 			if tc.ipv6 {
 				requireIPv6(t)
 			}
-			srv := newServer(t, func(s *socks5test.Server) { s.Hosts = map[string]netip.Addr{"api.example": ip4} })
+			srv := testkit.Proxy(t, func(s *socks5test.Server) { s.Hosts = map[string]netip.Addr{"api.example": ip4} })
 			echo := testkit.Echo(t, tc.network)
 			c, rep, bnd := request(t, srv, socksbind.CmdConnect, tc.dst(uint16(echo.Port())))
 			require.Equal(t, socksbind.ReplySucceeded, rep)
@@ -207,7 +207,7 @@ func TestConnect(t *testing.T) {
 	}
 
 	t.Run("report unspecified", func(t *testing.T) {
-		srv := newServer(t, func(s *socks5test.Server) { s.ReportUnspecified = true })
+		srv := testkit.Proxy(t, func(s *socks5test.Server) { s.ReportUnspecified = true })
 		echo := testkit.Echo(t, "tcp4")
 		c, rep, bnd := request(t, srv, socksbind.CmdConnect, addr(ip4, uint16(echo.Port())))
 		require.Equal(t, socksbind.ReplySucceeded, rep)
@@ -216,7 +216,7 @@ func TestConnect(t *testing.T) {
 	})
 
 	t.Run("connection refused", func(t *testing.T) {
-		srv := newServer(t, nil)
+		srv := testkit.Proxy(t, nil)
 		c, rep, bnd := request(t, srv, socksbind.CmdConnect, addr(ip4, closedPort(t)))
 		assert.Equal(t, socksbind.ReplyConnectionRefused, rep)
 		assert.Equal(t, addr(any4, 0), bnd)
@@ -226,7 +226,7 @@ func TestConnect(t *testing.T) {
 	t.Run("pipelined", func(t *testing.T) {
 		// Greeting, request and payload in one write: the server reads
 		// each message to its exact length and relays the rest.
-		srv := newServer(t, nil)
+		srv := testkit.Proxy(t, nil)
 		echo := testkit.Echo(t, "tcp4")
 		c := dial(t, srv.Addr())
 		b := srvwire.AppendMessage(greeting(socksbind.AuthNone), byte(socksbind.CmdConnect), addr(ip4, uint16(echo.Port())))
@@ -245,7 +245,7 @@ func TestConnect(t *testing.T) {
 }
 
 func TestUnsupported(t *testing.T) {
-	srv := newServer(t, nil)
+	srv := testkit.Proxy(t, nil)
 	t.Run("udp associate", func(t *testing.T) {
 		c, rep, bnd := request(t, srv, socksbind.CmdUDPAssociate, addr(any4, 0))
 		assert.Equal(t, socksbind.ReplyCommandNotSupported, rep)
@@ -293,7 +293,7 @@ func TestMalformed(t *testing.T) {
 			[]byte{0x05, 0x01, 0x02, 0x01, 0x01, 'u', 0x01}, []byte{0x05, 0x02}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := newServer(t, func(s *socks5test.Server) { s.Users = tc.users })
+			srv := testkit.Proxy(t, func(s *socks5test.Server) { s.Users = tc.users })
 			c := dial(t, srv.Addr())
 			_, err := c.Write(tc.send)
 			require.NoError(t, err)
@@ -308,7 +308,7 @@ func TestMalformed(t *testing.T) {
 
 func TestRequestsRecorded(t *testing.T) {
 	requireIPv6(t)
-	srv := newServer(t, nil)
+	srv := testkit.Proxy(t, nil)
 	echo := testkit.Echo(t, "tcp4")
 	dsts := []socksbind.Addr{
 		addr(ip4, uint16(echo.Port())),
@@ -344,7 +344,7 @@ func TestXNetProxyInterop(t *testing.T) {
 	target := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(uint16(echo.Port()))))
 
 	t.Run("no auth", func(t *testing.T) {
-		srv := newServer(t, nil)
+		srv := testkit.Proxy(t, nil)
 		d, err := proxy.SOCKS5("tcp", srv.Addr(), nil, proxy.Direct)
 		require.NoError(t, err)
 		c, err := d.Dial("tcp", target)
@@ -358,7 +358,7 @@ func TestXNetProxyInterop(t *testing.T) {
 	})
 
 	t.Run("username/password", func(t *testing.T) {
-		srv := newServer(t, func(s *socks5test.Server) { s.Users = map[string]string{"alice": "secret"} })
+		srv := testkit.Proxy(t, func(s *socks5test.Server) { s.Users = map[string]string{"alice": "secret"} })
 		d, err := proxy.SOCKS5("tcp", srv.Addr(), &proxy.Auth{User: "alice", Password: "secret"}, proxy.Direct)
 		require.NoError(t, err)
 		c, err := d.Dial("tcp", target)
@@ -369,7 +369,7 @@ func TestXNetProxyInterop(t *testing.T) {
 	})
 
 	t.Run("url with user", func(t *testing.T) {
-		srv := newServer(t, func(s *socks5test.Server) { s.Users = map[string]string{"alice": "secret"} })
+		srv := testkit.Proxy(t, func(s *socks5test.Server) { s.Users = map[string]string{"alice": "secret"} })
 		u, err := url.Parse(srv.URLWithUser("alice", "secret"))
 		require.NoError(t, err)
 		d, err := proxy.FromURL(u, proxy.Direct)
@@ -381,7 +381,7 @@ func TestXNetProxyInterop(t *testing.T) {
 	})
 
 	t.Run("bad password", func(t *testing.T) {
-		srv := newServer(t, func(s *socks5test.Server) { s.Users = map[string]string{"alice": "secret"} })
+		srv := testkit.Proxy(t, func(s *socks5test.Server) { s.Users = map[string]string{"alice": "secret"} })
 		d, err := proxy.SOCKS5("tcp", srv.Addr(), &proxy.Auth{User: "alice", Password: "wrong"}, proxy.Direct)
 		require.NoError(t, err)
 		_, err = d.Dial("tcp", target)
@@ -389,7 +389,7 @@ func TestXNetProxyInterop(t *testing.T) {
 	})
 
 	t.Run("refused by rule", func(t *testing.T) {
-		srv := newServer(t, func(s *socks5test.Server) {
+		srv := testkit.Proxy(t, func(s *socks5test.Server) {
 			s.Rules = []socks5test.Rule{socks5test.RefusePort(uint16(echo.Port()), socksbind.ReplyNotAllowed)}
 		})
 		d, err := proxy.SOCKS5("tcp", srv.Addr(), nil, proxy.Direct)

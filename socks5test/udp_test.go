@@ -51,7 +51,7 @@ func readDatagram(t *testing.T, c *net.UDPConn, wait time.Duration) (b []byte, f
 }
 
 func TestUDPAssociate(t *testing.T) {
-	srv := newServer(t, func(s *socks5test.Server) { s.UDP = true })
+	srv := testkit.Proxy(t, func(s *socks5test.Server) { s.UDP = true })
 	echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
 	client := udpSocket(t)
 	local := client.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -101,7 +101,7 @@ func TestUDPAssociate(t *testing.T) {
 // With port 0 declared, the first datagram from the control connection's
 // IP names the client.
 func TestUDPAssociateLearnsClient(t *testing.T) {
-	srv := newServer(t, func(s *socks5test.Server) { s.UDP = true; s.ReportUnspecified = true })
+	srv := testkit.Proxy(t, func(s *socks5test.Server) { s.UDP = true; s.ReportUnspecified = true })
 	echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
 	_, rep, relay := request(t, srv, socksbind.CmdUDPAssociate, addr(netip.IPv4Unspecified(), 0))
 	require.Equal(t, socksbind.ReplySucceeded, rep)
@@ -117,7 +117,7 @@ func TestUDPAssociateLearnsClient(t *testing.T) {
 }
 
 func TestUDPTun(t *testing.T) {
-	srv := newServer(t, func(s *socks5test.Server) { s.UDPTun = true })
+	srv := testkit.Proxy(t, func(s *socks5test.Server) { s.UDPTun = true })
 	echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
 	ctrl, rep, bnd := request(t, srv, socks5test.CmdUDPTun, addr(netip.IPv4Unspecified(), 0))
 	require.Equal(t, socksbind.ReplySucceeded, rep)
@@ -137,7 +137,7 @@ func TestUDPTun(t *testing.T) {
 }
 
 func TestUDPTunOff(t *testing.T) {
-	srv := newServer(t, nil)
+	srv := testkit.Proxy(t, nil)
 	c := open(t, srv)
 	sendRequest(t, c, socks5test.CmdUDPTun, addr(netip.IPv4Unspecified(), 0))
 	expectEOF(t, c)

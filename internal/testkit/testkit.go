@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/socksbind/socksbind/socks5test"
 )
 
 // An EchoServer sends back what it reads on every connection, and passes
@@ -165,4 +167,17 @@ func AcceptAsync(ln net.Listener) <-chan Accepted {
 func Port(a net.Addr) string {
 	_, port, _ := net.SplitHostPort(a.String())
 	return port
+}
+
+// Proxy starts an in-process SOCKS5 server configured by setup (nil for
+// none) and closes it when the test ends.
+func Proxy(t testing.TB, setup func(*socks5test.Server)) *socks5test.Server {
+	t.Helper()
+	srv := socks5test.NewUnstartedServer()
+	if setup != nil {
+		setup(srv)
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
 }
