@@ -15,6 +15,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/relay"
+	"github.com/socksbind/socksbind/internal/srvbase"
 	"github.com/socksbind/socksbind/internal/srvwire"
 	"github.com/socksbind/socksbind/internal/tracker"
 )
@@ -130,14 +131,13 @@ type Server struct {
 	// Hooks inject faults into the protocol; see [Hooks].
 	Hooks Hooks
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	base  srvbase.Base
+	ctx   context.Context // cancelled by Close
+	wg    sync.WaitGroup
+	conns tracker.Set
 
 	mu       sync.Mutex
-	started  bool
-	closed   bool
-	conns    tracker.Set
+	closed   bool // set by Close: no BIND socket is registered after it
 	binds    map[net.Listener]struct{}
 	pool     map[netip.AddrPort]net.Listener
 	requests []Request
@@ -301,30 +301,20 @@ func NewServer() *Server {
 // yet serving. The caller may change its configuration, then calls
 // [Server.Start], and calls Close when finished.
 func NewUnstartedServer() *Server {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(fmt.Sprintf("socks5test: failed to listen on a port: %v", err))
+	s := &Server{
+		Listener: srvbase.Listen("socks5test"),
+		binds:    make(map[net.Listener]struct{}),
+		pool:     make(map[netip.AddrPort]net.Listener),
 	}
-	return &Server{Listener: ln}
+	s.ctx = s.base.Init("socks5test", &s.wg, &s.conns, s.closeBinds)
+	return s
 }
 
 // Start starts a server from [NewUnstartedServer]. It panics if the server
 // was already started or closed.
 func (s *Server) Start() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started {
-		panic("socks5test: Server already started")
-	}
-	if s.closed {
-		panic("socks5test: Server already closed")
-	}
-	s.started = true
+	s.base.Start(s.Listener, s.handle)
 	s.URL = "socks5://" + s.Addr()
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.binds = make(map[net.Listener]struct{})
-	s.pool = make(map[netip.AddrPort]net.Listener)
-	s.wg.Go(s.serve)
 }
 
 // Addr returns the address the server listens on, "127.0.0.1:PORT".
@@ -364,26 +354,20 @@ func (s *Server) ActiveBinds() int {
 // included, to return. It is safe to call more than once and from several
 // goroutines; every call returns after the shutdown is complete. It must not
 // be called from a rule or a hook, which run on those goroutines.
-func (s *Server) Close() {
-	s.mu.Lock()
-	if !s.closed {
-		s.closed = true
-		s.Listener.Close()
-		if s.cancel != nil {
-			s.cancel()
-		}
-		s.conns.Close()
-		for ln := range s.binds {
-			ln.Close()
-		}
-		clear(s.binds)
-		clear(s.pool)
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-}
+func (s *Server) Close() { s.base.Close(s.Listener) }
 
-func (s *Server) serve() { tracker.Serve(s.Listener, &s.conns, &s.wg, s.handle) }
+// closeBinds closes every BIND socket, the pooled ones included, for the
+// first Close.
+func (s *Server) closeBinds() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for ln := range s.binds {
+		ln.Close()
+	}
+	clear(s.binds)
+	clear(s.pool)
+}
 
 // fault calls the Fault hook, if any, and reports whether it took the
 // connection over.

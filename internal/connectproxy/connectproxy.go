@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/socksbind/socksbind/internal/relay"
+	"github.com/socksbind/socksbind/internal/srvbase"
 	"github.com/socksbind/socksbind/internal/tracker"
 )
 
@@ -72,15 +73,13 @@ type Server struct {
 	// is recorded, before it is answered (or stalled).
 	OnRequest func(req Request)
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	tls    bool
+	base  srvbase.Base
+	ctx   context.Context // cancelled by Close
+	wg    sync.WaitGroup
+	conns tracker.Set
+	tls   bool
 
-	mu       sync.Mutex
-	started  bool
-	closed   bool
-	conns    tracker.Set
+	mu       sync.Mutex // guards requests
 	requests []Request
 }
 
@@ -124,11 +123,9 @@ func NewTLSServer() *Server {
 // NewUnstartedServer returns a new Server listening on 127.0.0.1 but not
 // yet serving.
 func NewUnstartedServer() *Server {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(fmt.Sprintf("connectproxy: failed to listen on a port: %v", err))
-	}
-	return &Server{Listener: ln}
+	s := &Server{Listener: srvbase.Listen("connectproxy")}
+	s.ctx = s.base.Init("connectproxy", &s.wg, &s.conns, nil)
+	return s
 }
 
 // Start starts serving plain HTTP. It panics if the server was already
@@ -150,18 +147,8 @@ func (s *Server) StartTLS() {
 }
 
 func (s *Server) start(scheme string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started {
-		panic("connectproxy: Server already started")
-	}
-	if s.closed {
-		panic("connectproxy: Server already closed")
-	}
-	s.started = true
+	s.base.Start(s.Listener, s.handle)
 	s.URL = scheme + "://" + s.Addr()
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.wg.Go(s.serve)
 }
 
 // Certificate returns the certificate of a server started with TLS, or nil.
@@ -218,21 +205,7 @@ func (s *Server) Requests() []Request {
 // Close shuts the proxy down: it closes the listener and every connection
 // and waits for every goroutine the proxy started. It is safe to call more
 // than once.
-func (s *Server) Close() {
-	s.mu.Lock()
-	if !s.closed {
-		s.closed = true
-		s.Listener.Close()
-		if s.cancel != nil {
-			s.cancel()
-		}
-		s.conns.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-}
-
-func (s *Server) serve() { tracker.Serve(s.Listener, &s.conns, &s.wg, s.handle) }
+func (s *Server) Close() { s.base.Close(s.Listener) }
 
 func (s *Server) handle(c net.Conn) {
 	defer s.conns.Release(c)
