@@ -361,12 +361,12 @@ func (s *Server) Close() { s.base.Close(s.Listener) }
 func (s *Server) closeBinds() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.closed = true
 	for ln := range s.binds {
 		ln.Close()
 	}
 	clear(s.binds)
 	clear(s.pool)
+	s.closed = true
 }
 
 // fault calls the Fault hook, if any, and reports whether it took the

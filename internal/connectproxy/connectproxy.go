@@ -112,14 +112,6 @@ func NewServer() *Server {
 	return s
 }
 
-// NewTLSServer starts and returns a new proxy that speaks TLS, with a
-// self-signed certificate for 127.0.0.1 and ::1 (see [Certificate]).
-func NewTLSServer() *Server {
-	s := NewUnstartedServer()
-	s.StartTLS()
-	return s
-}
-
 // NewUnstartedServer returns a new Server listening on 127.0.0.1 but not
 // yet serving.
 func NewUnstartedServer() *Server {
@@ -144,6 +136,14 @@ func (s *Server) StartTLS() {
 	s.tls = true
 	s.Listener = tls.NewListener(s.Listener, &tls.Config{Certificates: []tls.Certificate{cert}})
 	s.start("https")
+}
+
+// NewTLSServer starts and returns a new proxy that speaks TLS, with a
+// self-signed certificate for 127.0.0.1 and ::1 (see [Certificate]).
+func NewTLSServer() *Server {
+	s := NewUnstartedServer()
+	s.StartTLS()
+	return s
 }
 
 func (s *Server) start(scheme string) {
