@@ -45,7 +45,6 @@ type Base struct {
 	pkg     string
 	wg      *sync.WaitGroup
 	conns   *tracker.Set
-	ctx     context.Context
 	cancel  context.CancelFunc
 	onClose func()
 
@@ -57,12 +56,13 @@ type Base struct {
 // goroutine the server starts joins wg and every connection it has open is
 // in conns, so that Close can close them and wait. onClose, when non-nil, is
 // called once by the first Close, after the connections are closed, to close
-// whatever else the server holds open. Init returns the context that Close
+// whatever else the server holds open; it must not call b's methods. Init returns the context that Close
 // cancels, for the dials the server makes for its clients.
 func (b *Base) Init(pkg string, wg *sync.WaitGroup, conns *tracker.Set, onClose func()) context.Context {
 	b.pkg, b.wg, b.conns, b.onClose = pkg, wg, conns, onClose
-	b.ctx, b.cancel = context.WithCancel(context.Background())
-	return b.ctx
+	ctx, cancel := context.WithCancel(context.Background())
+	b.cancel = cancel
+	return ctx
 }
 
 // Start serves ln on a goroutine of wg until Close: it tracks every
