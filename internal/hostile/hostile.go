@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/socksbind/socksbind/internal/srvbase"
 	"github.com/socksbind/socksbind/internal/srvwire"
 	"github.com/socksbind/socksbind/internal/tracker"
 )
@@ -204,7 +205,7 @@ type Server struct {
 	ln     net.Listener
 	script []Step
 	done   chan struct{}
-	once   sync.Once
+	base   srvbase.Base
 	wg     sync.WaitGroup
 	conns  tracker.Set
 }
@@ -212,12 +213,9 @@ type Server struct {
 // NewServer starts a Server on a port of 127.0.0.1 that plays script on
 // every connection. The caller must Close it.
 func NewServer(script ...Step) *Server {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(fmt.Sprintf("hostile: failed to listen on a port: %v", err))
-	}
-	s := &Server{ln: ln, script: script, done: make(chan struct{})}
-	s.wg.Go(func() { tracker.Serve(resetListener{ln}, &s.conns, &s.wg, s.handle) })
+	s := &Server{ln: srvbase.Listen("hostile"), script: script, done: make(chan struct{})}
+	s.base.Init("hostile", &s.wg, &s.conns, func() { close(s.done) })
+	s.base.Start(resetListener{s.ln}, s.handle)
 	return s
 }
 
@@ -246,14 +244,7 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Close stops the server: it closes the listener and every connection, and
 // waits for every step to return. It is safe to call more than once.
-func (s *Server) Close() {
-	s.once.Do(func() {
-		close(s.done)
-		s.ln.Close()
-		s.conns.Close()
-	})
-	s.wg.Wait()
-}
+func (s *Server) Close() { s.base.Close(s.ln) }
 
 func (s *Server) handle(nc net.Conn) {
 	defer s.conns.Release(nc)
