@@ -110,11 +110,11 @@ var chains = []struct {
 	}},
 	{"socks5h over a plain proxy.Dialer", func(t *testing.T) chain {
 		last := startSOCKS(t, nil, socks5test.BindReuse)
-		fwd := &recorder{}
+		fwd := newRecorder()
 		d, err := FromURL(mustParse(t, "socks5h://"+last.Addr()), plainOf{fwd})
 		require.NoError(t, err)
 		return chain{d: d.(ListenDialer), check: func(t *testing.T, target string) {
-			for _, a := range fwd.dialed() {
+			for _, a := range fwd.Addresses() {
 				assert.Equal(t, last.Addr(), a)
 			}
 			assertSOCKS(t, last, target, "")

@@ -162,7 +162,7 @@ func TestEnvironment(t *testing.T) {
 				target = net.JoinHostPort(echoName, s.port)
 			}
 
-			fwd := &recorder{}
+			fwd := newRecorder()
 			d, err := FromEnvironmentUsing(fwd)
 			plain, plainErr := FromEnvironment()
 			if tt.wantConfigErr != "" {
@@ -210,7 +210,7 @@ func TestEnvironment(t *testing.T) {
 
 			if tt.wantVia == "direct" {
 				assert.Empty(t, s.saw(), "no proxy saw the request")
-				assert.Equal(t, []string{target}, fwd.dialed(), "the forward dialer dialed the target")
+				assert.Equal(t, []string{target}, fwd.Addresses(), "the forward dialer dialed the target")
 				return
 			}
 			assert.Equal(t, []string{tt.wantVia}, s.saw())
@@ -220,7 +220,7 @@ func TestEnvironment(t *testing.T) {
 				assert.Equal(t, tt.wantType, kindOf(req.Dst))
 				assert.Equal(t, tt.wantUser, req.User)
 				assert.Equal(t, map[string]string{"socks": s.socks.Addr(), "socks2": s.socks2.Addr(), "socksAuth": s.socksAuth.Addr()}[tt.wantVia],
-					fwd.dialed()[0], "the proxy is reached through the forward dialer")
+					fwd.Addresses()[0], "the proxy is reached through the forward dialer")
 			case "http", "httpAuth", "https":
 				srv := map[string]*connectproxy.Server{"http": s.http, "httpAuth": s.httpAuth, "https": s.https}[tt.wantVia]
 				reqs := srv.Requests()

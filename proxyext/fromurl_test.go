@@ -181,7 +181,7 @@ func TestFromURL(t *testing.T) {
 		assert.Error(t, err)
 	})
 	t.Run("forward", func(t *testing.T) {
-		fwd := &recorder{}
+		fwd := newRecorder()
 		for _, raw := range []string{"socks5h://127.0.0.1", "proxyexttest://127.0.0.1"} {
 			d, err := FromURL(mustParse(t, raw), fwd)
 			require.NoError(t, err)

@@ -1,12 +1,17 @@
 // Package testkit holds the fixtures the tests of every package share: an
-// echo server, free ports, polling, and an Accept run in the background.
+// echo server, free ports, polling, an Accept run in the background, and a
+// forward dialer that records what it dials.
 // Only _test.go files import it, so it may fail tests itself.
 package testkit
 
 import (
+	"context"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -180,4 +185,115 @@ func Proxy(t testing.TB, setup func(*socks5test.Server)) *socks5test.Server {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// A Dialer is a forward dialer that records every dial: the address asked
+// for, the deadline of the dial's context, and the connection made, whose
+// SetDeadline calls it records too. It dials loopback only: a name in Hosts
+// is dialed at the address given there; "localhost" and loopback IPs as
+// they are; any other address fails without a dial. Its zero value is ready
+// to use.
+type Dialer struct {
+	// Hosts maps a name the tests use to the loopback IP dialed for it.
+	Hosts map[string]string
+
+	mu    sync.Mutex // guards dials and next
+	dials []Dial
+	next  int // the index in dials that Next looks at first
+}
+
+// A Dial is one dial a Dialer was asked for.
+type Dial struct {
+	Address  string      // as asked for, before Hosts
+	Deadline time.Time   // the context's; zero when it had none
+	Conn     *DialedConn // nil when the dial failed
+}
+
+// A DialedConn is a connection a Dialer made. It records each deadline set
+// with SetDeadline; everything else is the *net.TCPConn's.
+type DialedConn struct {
+	*net.TCPConn
+
+	mu        sync.Mutex // guards deadlines
+	deadlines []time.Time
+}
+
+// Dial dials address without a context.
+func (d *Dialer) Dial(network, address string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, address)
+}
+
+// DialContext records the dial and makes it.
+func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	dl, _ := ctx.Deadline()
+	d.mu.Lock()
+	i := len(d.dials)
+	d.dials = append(d.dials, Dial{Address: address, Deadline: dl})
+	d.mu.Unlock()
+	host, port, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, err
+	}
+	if ip, ok := d.Hosts[host]; ok {
+		host = ip
+	} else if ip, err := netip.ParseAddr(host); host != "localhost" && (err != nil || !ip.IsLoopback()) {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("not a loopback address: " + address)}
+	}
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, network, net.JoinHostPort(host, port))
+	if err != nil {
+		return nil, err
+	}
+	dc := &DialedConn{TCPConn: c.(*net.TCPConn)}
+	d.mu.Lock()
+	d.dials[i].Conn = dc
+	d.mu.Unlock()
+	return dc, nil
+}
+
+// Dials returns the dials made so far, in order.
+func (d *Dialer) Dials() []Dial {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.dials)
+}
+
+// Addresses returns the addresses of the dials made so far, in order.
+func (d *Dialer) Addresses() []string {
+	var addrs []string
+	for _, dl := range d.Dials() {
+		addrs = append(addrs, dl.Address)
+	}
+	return addrs
+}
+
+// Next returns the first connection made that Next has not returned yet,
+// and fails the test when there is none.
+func (d *Dialer) Next(t testing.TB) *DialedConn {
+	t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for ; d.next < len(d.dials); d.next++ {
+		if c := d.dials[d.next].Conn; c != nil {
+			d.next++
+			return c
+		}
+	}
+	t.Fatal("no connection was made")
+	return nil
+}
+
+// SetDeadline records t and sets it.
+func (c *DialedConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadlines = append(c.deadlines, t)
+	c.mu.Unlock()
+	return c.TCPConn.SetDeadline(t)
+}
+
+// Deadlines returns the deadlines set with SetDeadline so far, in order.
+func (c *DialedConn) Deadlines() []time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.deadlines)
 }
