@@ -289,17 +289,6 @@ func roundTrip(addr string, msg []byte) ([]byte, error) {
 	return got, err
 }
 
-// exchange sends msg on c and reads as many bytes back.
-func exchange(t *testing.T, c net.Conn, msg string) string {
-	t.Helper()
-	_, err := io.WriteString(c, msg)
-	require.NoError(t, err)
-	b := make([]byte, len(msg))
-	_, err = io.ReadFull(c, b)
-	require.NoError(t, err)
-	return string(b)
-}
-
 // payload returns n bytes that differ from those of other lengths.
 func payload(n int) []byte {
 	b := make([]byte, n)
@@ -410,7 +399,7 @@ func TestStandardFollow(t *testing.T) {
 		for i := range 3 {
 			c := dialPeer(t, addr)
 			msg := fmt.Sprintf("held %d", i)
-			assert.Equal(t, msg, exchange(t, c, msg))
+			assert.Equal(t, msg, testkit.Exchange(t, c, msg))
 			open = append(open, c)
 			next := r.log.next(t, nowLine)[1]
 			assert.NotEqual(t, addr, next)
@@ -479,12 +468,20 @@ func TestGracefulShutdown(t *testing.T) {
 	leakcheck.Check(t)
 	echo := testkit.Echo(t, "tcp").Addr().String()
 	stopped := regexp.MustCompile(`^level=INFO msg="stopping: the proxy no longer listens"`)
+	// serving starts a proxy that configure sets up and a tunnel to echo
+	// through it with the given grace, and returns them with a peer that
+	// has exchanged msg.
+	serving := func(t *testing.T, configure func(*socks5test.Server), grace, msg string) (*socks5test.Server, *running, *net.TCPConn) {
+		t.Helper()
+		srv := startProxy(t, configure)
+		r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-grace", grace)
+		c := dialPeer(t, r.addr)
+		assert.Equal(t, msg, testkit.Exchange(t, c, msg))
+		return srv, r, c
+	}
 
 	t.Run("Standard", func(t *testing.T) {
-		srv := startProxy(t, nil)
-		r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-grace", "10s")
-		c := dialPeer(t, r.addr)
-		assert.Equal(t, "before", exchange(t, c, "before"))
+		srv, r, c := serving(t, nil, "10s", "before")
 
 		r.cancel()
 		r.log.next(t, stopped)
@@ -494,7 +491,7 @@ func TestGracefulShutdown(t *testing.T) {
 		pollNoBinds(t, srv)
 
 		// The open connection goes on until the peer ends it.
-		assert.Equal(t, "after", exchange(t, c, "after"))
+		assert.Equal(t, "after", testkit.Exchange(t, c, "after"))
 		select {
 		case err := <-r.done:
 			require.Failf(t, "the tunnel returned with a connection open", "%v", err)
@@ -510,10 +507,7 @@ func TestGracefulShutdown(t *testing.T) {
 	})
 
 	t.Run("GraceOver", func(t *testing.T) {
-		srv := startProxy(t, nil)
-		r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-grace", "50ms")
-		c := dialPeer(t, r.addr)
-		assert.Equal(t, "open", exchange(t, c, "open"))
+		_, r, c := serving(t, nil, "50ms", "open")
 
 		r.cancel()
 		require.NoError(t, r.wait(t))
@@ -535,10 +529,7 @@ func TestGracefulShutdown(t *testing.T) {
 	})
 
 	t.Run("Multiplexed", func(t *testing.T) {
-		srv := startProxy(t, func(s *socks5test.Server) { s.Multiplex = true })
-		r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-grace", "10s")
-		c := dialPeer(t, r.addr)
-		assert.Equal(t, "before", exchange(t, c, "before"))
+		srv, r, c := serving(t, func(s *socks5test.Server) { s.Multiplex = true }, "10s", "before")
 
 		r.cancel()
 		r.log.next(t, regexp.MustCompile(`^level=INFO msg="stopping: new connections are turned away"`))
@@ -551,7 +542,7 @@ func TestGracefulShutdown(t *testing.T) {
 		_, _, errText := r.log.nextConn(t)
 		assert.Equal(t, "turned away: stopping", errText)
 
-		assert.Equal(t, "after", exchange(t, c, "after"))
+		assert.Equal(t, "after", testkit.Exchange(t, c, "after"))
 		require.NoError(t, c.CloseWrite())
 		_, err = io.ReadAll(c)
 		require.NoError(t, err)

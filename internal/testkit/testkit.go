@@ -168,6 +168,18 @@ func AcceptAsync(ln net.Listener) <-chan Accepted {
 	return ch
 }
 
+// Exchange writes msg on c, reads as many bytes back and returns them. It
+// sets no deadline: c's bounds it.
+func Exchange(t testing.TB, c net.Conn, msg string) string {
+	t.Helper()
+	_, err := io.WriteString(c, msg)
+	require.NoError(t, err)
+	b := make([]byte, len(msg))
+	_, err = io.ReadFull(c, b)
+	require.NoError(t, err)
+	return string(b)
+}
+
 // Port returns the port of a, a TCP or UDP address, in decimal.
 func Port(a net.Addr) string {
 	_, port, _ := net.SplitHostPort(a.String())
