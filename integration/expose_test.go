@@ -52,10 +52,10 @@ func TestExpose(t *testing.T) {
 
 	t.Run("Dante", func(t *testing.T) {
 		dante := startDante(t, DanteConfig{})
-		echo := startEcho(t, "127.0.0.1:0")
-		p := startExpose(t, bin, nil, "-proxy", "socks5://"+dante.Addr, "-to", echo.addr.String(), "-grace", "10s")
+		echo := testkit.Echo(t, "tcp4")
+		p := startExpose(t, bin, nil, "-proxy", "socks5://"+dante.Addr, "-to", echo.Addr().String(), "-grace", "10s")
 		m := p.next(t, exposeReachable)
-		assert.Equal(t, echo.addr.String(), m[2])
+		assert.Equal(t, echo.Addr().String(), m[2])
 		assert.Equal(t, "the proxy has no multiplexed BIND; standard BIND: one connection at a time, and the port may change after each", m[4])
 		first := m[3]
 
@@ -106,8 +106,8 @@ func TestExpose(t *testing.T) {
 
 	t.Run("GOST", func(t *testing.T) {
 		gost := startGost(t, GostConfig{})
-		echo := startEcho(t, "127.0.0.1:0")
-		p := startExpose(t, bin, nil, "-proxy", "socks5://"+gost.Addr, "-to", echo.addr.String(), "-grace", "10s")
+		echo := testkit.Echo(t, "tcp4")
+		p := startExpose(t, bin, nil, "-proxy", "socks5://"+gost.Addr, "-to", echo.Addr().String(), "-grace", "10s")
 		m := p.next(t, exposeReachable)
 		assert.Equal(t, "multiplexed BIND: concurrent connections", m[4])
 		addr := m[3]
@@ -432,12 +432,16 @@ func (p *exposeProc) addrAfter(t *testing.T, addr string) string {
 // a peer never reaches the program, which logs nothing of it.
 func (p *exposeProc) exchangeCurrent(t *testing.T, msg string) *net.TCPConn {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for {
-		addr := p.current()
-		c, err := net.DialTimeout("tcp", addr, testTimeout)
-		if err == nil {
-			t.Cleanup(func() { c.Close() })
+	var (
+		addr string
+		c    net.Conn
+		err  error
+	)
+	exchanged := testkit.Poll(testTimeout, func() bool {
+		addr = p.current()
+		if c, err = net.DialTimeout("tcp", addr, testTimeout); err == nil {
+			dialed := c
+			t.Cleanup(func() { dialed.Close() })
 			require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
 			got := make([]byte, len(msg))
 			var n int
@@ -446,7 +450,7 @@ func (p *exposeProc) exchangeCurrent(t *testing.T, msg string) *net.TCPConn {
 			}
 			if err == nil {
 				require.Equal(t, msg, string(got))
-				return c.(*net.TCPConn)
+				return true
 			}
 			c.Close()
 			if n > 0 || !(errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF)) {
@@ -455,9 +459,10 @@ func (p *exposeProc) exchangeCurrent(t *testing.T, msg string) *net.TCPConn {
 		} else {
 			require.ErrorIs(t, err, syscall.ECONNREFUSED, "dial %s", addr)
 		}
-		require.False(t, time.Now().After(deadline), "%s: no exchange for %v: %v", addr, testTimeout, err)
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+		return false
+	})
+	require.True(t, exchanged, "%s: no exchange for %v: %v", addr, testTimeout, err)
+	return c.(*net.TCPConn)
 }
 
 // wait waits for the program to exit and returns its exit status.
