@@ -130,7 +130,13 @@ func IsTimeout(err error) bool {
 // Poll checks cond every millisecond until it holds, for timeout at most,
 // and reports whether it held. It runs cond on the caller's goroutine.
 func Poll(timeout time.Duration, cond func() bool) bool {
-	tick := time.NewTicker(time.Millisecond)
+	return PollEvery(time.Millisecond, timeout, cond)
+}
+
+// PollEvery is Poll with another interval, for a cond that costs more than
+// a look at memory (a dial, a read of /proc).
+func PollEvery(interval, timeout time.Duration, cond func() bool) bool {
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
