@@ -99,7 +99,7 @@ func startBenchTunnels(b *testing.B) []benchTunnel {
 	}
 	require.NoError(b, rtcp.run(path, []string{"-L", fmt.Sprintf("rtcp://:%d/%s", rtcpPort, svc), "-F", "socks5://" + gost.Addr + "?notls=true"}))
 	b.Cleanup(func() { rtcp.stop() })
-	require.True(b, testkit.Poll(readyTimeout, func() bool { return ownsListener(gost.pid, rtcpPort) }),
+	require.True(b, testkit.PollEvery(pollInterval, readyTimeout, func() bool { return ownsListener(gost.pid, rtcpPort) }),
 		"gost rtcp did not bind; log:\n%s", rtcp.logText())
 	return []benchTunnel{
 		{"expose", net.JoinHostPort("127.0.0.1", strconv.Itoa(exposePort)), p.cmd.Process.Pid},

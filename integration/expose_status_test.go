@@ -53,7 +53,7 @@ func startNginx(t *testing.T) (s *Server, accessLog string) {
 func accessLines(t *testing.T, path string, n int) []string {
 	t.Helper()
 	var lines []string
-	logged := testkit.Poll(testTimeout, func() bool {
+	logged := testkit.PollEvery(pollInterval, testTimeout, func() bool {
 		b, err := os.ReadFile(path)
 		if !errors.Is(err, os.ErrNotExist) {
 			require.NoError(t, err)
@@ -92,7 +92,7 @@ func (s *Server) kill(t *testing.T) {
 func (p *exposeProc) peerGET(t *testing.T, src, uri string) (body, peer, addr string) {
 	t.Helper()
 	var err error
-	answered := testkit.Poll(testTimeout, func() bool {
+	answered := testkit.PollEvery(pollInterval, testTimeout, func() bool {
 		addr = p.current()
 		d := net.Dialer{Timeout: testTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 		var c net.Conn

@@ -437,7 +437,7 @@ func (p *exposeProc) exchangeCurrent(t *testing.T, msg string) *net.TCPConn {
 		c    net.Conn
 		err  error
 	)
-	exchanged := testkit.Poll(testTimeout, func() bool {
+	exchanged := testkit.PollEvery(pollInterval, testTimeout, func() bool {
 		addr = p.current()
 		if c, err = net.DialTimeout("tcp", addr, testTimeout); err == nil {
 			dialed := c

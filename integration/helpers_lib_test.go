@@ -29,6 +29,9 @@ import (
 // contexts, connection deadlines and polls.
 const testTimeout = 20 * time.Second
 
+// pollInterval is how often a poll that dials, or reads a file, looks again.
+const pollInterval = 5 * time.Millisecond
+
 // testContext returns a context that ends with the test, or after
 // testTimeout.
 func testContext(t testing.TB) context.Context {
@@ -246,7 +249,7 @@ func pollRefused(t testing.TB, addr net.Addr) {
 	t.Helper()
 	tries := 0
 	var err error
-	refused := testkit.Poll(testTimeout, func() bool {
+	refused := testkit.PollEvery(pollInterval, testTimeout, func() bool {
 		tries++
 		var c net.Conn
 		if c, err = net.DialTimeout("tcp", addr.String(), time.Second); err == nil {

@@ -33,6 +33,9 @@ import (
 // testTimeout is a safety net against a hung test, never a wait.
 const testTimeout = 10 * time.Second
 
+// pollInterval is how often a poll that dials looks again.
+const pollInterval = 5 * time.Millisecond
+
 // The lines of the log that the tests read, as slog's text format writes
 // them without the time.
 var (
@@ -215,19 +218,23 @@ func (r *running) current() string {
 // yet).
 func (r *running) dialCurrent(t *testing.T) *net.TCPConn {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for {
-		addr := r.current()
-		c, err := net.DialTimeout("tcp", addr, testTimeout)
-		if err == nil {
-			t.Cleanup(func() { c.Close() })
-			require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
-			return c.(*net.TCPConn)
+	var (
+		addr string
+		c    net.Conn
+	)
+	dialed := testkit.PollEvery(pollInterval, testTimeout, func() bool {
+		addr = r.current()
+		var err error
+		if c, err = net.DialTimeout("tcp", addr, testTimeout); err == nil {
+			return true
 		}
 		require.ErrorIs(t, err, syscall.ECONNREFUSED)
-		require.False(t, time.Now().After(deadline), "%s refused for %v", addr, testTimeout)
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+		return false
+	})
+	require.True(t, dialed, "%s refused for %v", addr, testTimeout)
+	t.Cleanup(func() { c.Close() })
+	require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
+	return c.(*net.TCPConn)
 }
 
 // wait returns what run returned.
