@@ -40,12 +40,16 @@ func startSOCKS(t *testing.T, users map[string]string, mode socks5test.BindMode)
 }
 
 // startHTTP starts an HTTP CONNECT proxy that knows the test names, with
-// the given users (nil for no authentication), over TLS or not.
-func startHTTP(t *testing.T, users map[string]string, secure bool) *connectproxy.Server {
+// the given users (nil for no authentication), over TLS or not, after
+// configure set it up further.
+func startHTTP(t *testing.T, users map[string]string, secure bool, configure ...func(*connectproxy.Server)) *connectproxy.Server {
 	t.Helper()
 	cp := connectproxy.NewUnstartedServer()
 	cp.Users = users
 	cp.Hosts = map[string]netip.Addr{echoName: loopback4, httpName: loopback4}
+	for _, f := range configure {
+		f(cp)
+	}
 	if secure {
 		cp.StartTLS()
 	} else {
@@ -284,17 +288,11 @@ func TestHTTPConnect(t *testing.T) {
 			if tt.target == "closed" {
 				target = refusedAddr(t)
 			}
-			cp := connectproxy.NewUnstartedServer()
-			cp.Users = tt.users
-			if tt.refuse != 0 {
-				cp.Refuse = func(*connectproxy.Request) int { return tt.refuse }
-			}
-			if tt.tls {
-				cp.StartTLS()
-			} else {
-				cp.Start()
-			}
-			t.Cleanup(cp.Close)
+			cp := startHTTP(t, tt.users, tt.tls, func(cp *connectproxy.Server) {
+				if tt.refuse != 0 {
+					cp.Refuse = func(*connectproxy.Request) int { return tt.refuse }
+				}
+			})
 			u := mustParse(t, cp.URL)
 			if tt.userinfo != "" {
 				u = mustParse(t, u.Scheme+"://"+tt.userinfo+u.Host)
