@@ -51,10 +51,9 @@ func newEnvServers(t *testing.T, env map[string]string) *envServers {
 		https:     startHTTP(t, nil, true),
 		port:      testkit.Port(testkit.Echo(t, "tcp").Addr()),
 	}
-	s.socksNoBind = socks5test.NewUnstartedServer()
-	s.socksNoBind.Rules = []socks5test.Rule{socks5test.RefuseCommand(socksbind.CmdBind, socksbind.ReplyNotAllowed)}
-	s.socksNoBind.Start()
-	t.Cleanup(s.socksNoBind.Close)
+	s.socksNoBind = testkit.Proxy(t, func(srv *socks5test.Server) {
+		srv.Rules = []socks5test.Rule{socks5test.RefuseCommand(socksbind.CmdBind, socksbind.ReplyNotAllowed)}
+	})
 	for k, v := range env {
 		t.Setenv(k, s.expand(v))
 	}

@@ -30,13 +30,11 @@ import (
 // given users (nil for no authentication) and BIND mode.
 func startSOCKS(t *testing.T, users map[string]string, mode socks5test.BindMode) *socks5test.Server {
 	t.Helper()
-	srv := socks5test.NewUnstartedServer()
-	srv.Users = users
-	srv.BindMode = mode
-	srv.Hosts = map[string]netip.Addr{echoName: loopback4, httpName: loopback4}
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return srv
+	return testkit.Proxy(t, func(srv *socks5test.Server) {
+		srv.Users = users
+		srv.BindMode = mode
+		srv.Hosts = map[string]netip.Addr{echoName: loopback4, httpName: loopback4}
+	})
 }
 
 // startHTTP starts an HTTP CONNECT proxy that knows the test names, with
@@ -433,10 +431,7 @@ func TestSOCKS5Dialer(t *testing.T) {
 // same proxy is asked for a standard BIND.
 func TestListenConfig(t *testing.T) {
 	leakcheck.Check(t)
-	srv := socks5test.NewUnstartedServer()
-	srv.Multiplex = true
-	srv.Start()
-	t.Cleanup(srv.Close)
+	srv := testkit.Proxy(t, func(srv *socks5test.Server) { srv.Multiplex = true })
 	for _, tt := range []struct {
 		query string
 		want  socksbind.Command

@@ -76,7 +76,7 @@ func pollReady(t *testing.T, addr string, code int) string {
 // until the third is armed, then 200; /metrics counts what the test sent.
 func TestStatus(t *testing.T) {
 	leakcheck.Check(t)
-	srv := startProxy(t, func(s *socks5test.Server) { s.Multiplex = true })
+	srv := testkit.Proxy(t, func(s *socks5test.Server) { s.Multiplex = true })
 	echo := testkit.Echo(t, "tcp").Addr().String()
 	down := refusedAddr(t)
 	held, err := net.Listen("tcp", "127.0.0.1:0")
@@ -158,7 +158,7 @@ func TestStatus(t *testing.T) {
 // armed: it is logged, and /ready stays 200.
 func TestSpoiledStream(t *testing.T) {
 	leakcheck.Check(t)
-	srv := startProxy(t, func(s *socks5test.Server) {
+	srv := testkit.Proxy(t, func(s *socks5test.Server) {
 		s.Multiplex = true
 		s.MultiplexNoHeader = true // the peer's bytes come where the reply should
 	})

@@ -313,20 +313,9 @@ func pollNoBinds(t *testing.T, srv *socks5test.Server) {
 	}
 }
 
-func startProxy(t *testing.T, configure func(*socks5test.Server)) *socks5test.Server {
-	t.Helper()
-	srv := socks5test.NewUnstartedServer()
-	if configure != nil {
-		configure(srv)
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return srv
-}
-
 func TestMultiplexed(t *testing.T) {
 	leakcheck.Check(t)
-	srv := startProxy(t, func(s *socks5test.Server) { s.Multiplex = true })
+	srv := testkit.Proxy(t, func(s *socks5test.Server) { s.Multiplex = true })
 	echo := testkit.Echo(t, "tcp").Addr().String()
 	r := startTunnel(t, "-proxy", srv.URL, "-to", echo)
 	assert.Equal(t, "multiplexed BIND: concurrent connections", r.how)
@@ -393,7 +382,7 @@ func TestMultiplexed(t *testing.T) {
 
 func TestStandardFollow(t *testing.T) {
 	leakcheck.Check(t)
-	srv := startProxy(t, nil) // BIND as Dante's: another port while the last one is held
+	srv := testkit.Proxy(t, nil) // BIND as Dante's: another port while the last one is held
 	echo := testkit.Echo(t, "tcp").Addr().String()
 	r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-mux", "off")
 	assert.Equal(t, "standard BIND: one connection at a time, and the port may change after each", r.how)
@@ -451,7 +440,7 @@ func TestStandardFollow(t *testing.T) {
 func TestStandardFixedPort(t *testing.T) {
 	leakcheck.Check(t)
 	// A server that keeps its port from one BIND to the next.
-	srv := startProxy(t, func(s *socks5test.Server) { s.BindMode = socks5test.BindReuse })
+	srv := testkit.Proxy(t, func(s *socks5test.Server) { s.BindMode = socks5test.BindReuse })
 	echo := testkit.Echo(t, "tcp").Addr().String()
 	port := strings.TrimPrefix(refusedAddr(t), "127.0.0.1")
 	r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-listen", port)
@@ -480,7 +469,7 @@ func TestGracefulShutdown(t *testing.T) {
 	// has exchanged msg.
 	serving := func(t *testing.T, configure func(*socks5test.Server), grace, msg string) (*socks5test.Server, *running, *net.TCPConn) {
 		t.Helper()
-		srv := startProxy(t, configure)
+		srv := testkit.Proxy(t, configure)
 		r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-grace", grace)
 		c := dialPeer(t, r.addr)
 		assert.Equal(t, msg, testkit.Exchange(t, c, msg))
@@ -526,7 +515,7 @@ func TestGracefulShutdown(t *testing.T) {
 	})
 
 	t.Run("Idle", func(t *testing.T) {
-		srv := startProxy(t, nil)
+		srv := testkit.Proxy(t, nil)
 		r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-grace", "1h")
 		r.cancel()
 		require.NoError(t, r.wait(t), "nothing to wait for")
@@ -563,7 +552,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 func TestServiceRefuses(t *testing.T) {
 	leakcheck.Check(t)
-	srv := startProxy(t, func(s *socks5test.Server) { s.Multiplex = true })
+	srv := testkit.Proxy(t, func(s *socks5test.Server) { s.Multiplex = true })
 	service := refusedAddr(t)
 	r := startTunnel(t, "-proxy", srv.URL, "-to", service)
 	c := dialPeer(t, r.addr)
@@ -582,7 +571,7 @@ func TestTroubleLogged(t *testing.T) {
 	leakcheck.Check(t)
 	const failures = 6
 	var binds atomic.Int32
-	srv := startProxy(t, func(s *socks5test.Server) {
+	srv := testkit.Proxy(t, func(s *socks5test.Server) {
 		s.Hooks.Fault = func(stage socks5test.Stage, _ net.Conn, req *socks5test.Request) bool {
 			if stage != socks5test.StageRequest || req.Command != socksbind.CmdBind {
 				return false
@@ -617,7 +606,7 @@ func TestTroubleLogged(t *testing.T) {
 func TestListenerFails(t *testing.T) {
 	leakcheck.Check(t)
 	var binds atomic.Int32
-	srv := startProxy(t, func(s *socks5test.Server) {
+	srv := testkit.Proxy(t, func(s *socks5test.Server) {
 		s.Rules = []socks5test.Rule{func(req *socks5test.Request) socksbind.Reply {
 			if req.Command == socksbind.CmdBind && binds.Add(1) > 1 {
 				return socksbind.ReplyNotAllowed
@@ -638,7 +627,7 @@ func TestListenerFails(t *testing.T) {
 
 func TestListenFails(t *testing.T) {
 	leakcheck.Check(t)
-	srv := startProxy(t, nil) // no MBIND
+	srv := testkit.Proxy(t, nil) // no MBIND
 	r := launch(t, "-proxy", srv.URL, "-to", "127.0.0.1:1", "-mux", "on")
 	err := r.wait(t)
 	assert.ErrorIs(t, err, socksbind.ErrCommandNotSupported)

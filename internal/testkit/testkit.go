@@ -1,6 +1,6 @@
 // Package testkit holds the fixtures the tests of every package share: an
-// echo server, free ports, polling, an Accept run in the background, and a
-// forward dialer that records what it dials.
+// echo server, free ports, polling, an Accept run in the background, an
+// in-process proxy, and a forward dialer that records what it dials.
 // Only _test.go files import it, so it may fail tests itself.
 package testkit
 
