@@ -313,12 +313,7 @@ func testFixedPortRearm(t *testing.T, d *socksbind.Dialer) {
 func exchangeBack(t testing.TB, c, peer net.Conn, msg string) string {
 	t.Helper()
 	require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
-	_, err := io.WriteString(c, msg)
-	require.NoError(t, err)
-	b := make([]byte, len(msg))
-	_, err = io.ReadFull(peer, b)
-	require.NoError(t, err)
-	return string(b)
+	return testkit.Carry(t, c, peer, msg)
 }
 
 // servesFixedPort listens through d on a port asked for by number (see

@@ -178,10 +178,18 @@ func AcceptAsync(ln net.Listener) <-chan Accepted {
 // sets no deadline: c's bounds it.
 func Exchange(t testing.TB, c net.Conn, msg string) string {
 	t.Helper()
-	_, err := io.WriteString(c, msg)
+	return Carry(t, c, c, msg)
+}
+
+// Carry writes msg on from, reads as many bytes from to and returns them:
+// what one end of a relay receives of what the other sent. It sets no
+// deadline.
+func Carry(t testing.TB, from io.Writer, to io.Reader, msg string) string {
+	t.Helper()
+	_, err := io.WriteString(from, msg)
 	require.NoError(t, err)
 	b := make([]byte, len(msg))
-	_, err = io.ReadFull(c, b)
+	_, err = io.ReadFull(to, b)
 	require.NoError(t, err)
 	return string(b)
 }
