@@ -152,24 +152,13 @@ func (p *exposeProc) stop(t *testing.T) {
 // getReady returns the status code and body of the program's /ready.
 func getReady(t *testing.T, status string) (int, string) {
 	t.Helper()
-	client := &http.Client{Timeout: testTimeout}
-	resp, err := client.Get("http://" + status + "/ready")
-	require.NoError(t, err, "GET /ready")
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(body)
+	return testkit.Get(t, "http://"+status+"/ready", testTimeout)
 }
 
 // pollReady polls /ready until it answers code, and returns the body.
 func pollReady(t *testing.T, status string, code int) string {
 	t.Helper()
-	var got int
-	var body string
-	if !testkit.Poll(testTimeout, func() bool { got, body = getReady(t, status); return got == code }) {
-		t.Fatalf("/ready still answers %d:\n%s", got, body)
-	}
-	return body
+	return testkit.PollGet(t, "http://"+status+"/ready", code, testTimeout)
 }
 
 // metricValue returns a metric of the program's tunnel listen=target.

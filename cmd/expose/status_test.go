@@ -51,24 +51,13 @@ func runAll(t *testing.T, args ...string) (*logLines, string) {
 // getReady returns the status code and body of /ready.
 func getReady(t *testing.T, addr string) (int, string) {
 	t.Helper()
-	client := &http.Client{Timeout: testTimeout}
-	resp, err := client.Get("http://" + addr + "/ready")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(body)
+	return testkit.Get(t, "http://"+addr+"/ready", testTimeout)
 }
 
-// pollReady polls /ready until it answers code.
+// pollReady polls /ready until it answers code, and returns the body.
 func pollReady(t *testing.T, addr string, code int) string {
 	t.Helper()
-	var got int
-	var body string
-	if !testkit.Poll(testTimeout, func() bool { got, body = getReady(t, addr); return got == code }) {
-		t.Fatalf("/ready still answers %d: %s", got, body)
-	}
-	return body
+	return testkit.PollGet(t, "http://"+addr+"/ready", code, testTimeout)
 }
 
 // TestStatus runs three tunnels: one serves, one's service is down, and

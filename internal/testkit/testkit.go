@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -155,6 +156,31 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg strin
 	if !Poll(timeout, cond) {
 		t.Errorf("condition never satisfied: %s", msg)
 	}
+}
+
+// Get sends a GET for url, which must be answered within timeout, and
+// returns the status code and the body of the answer.
+func Get(t testing.TB, url string, timeout time.Duration) (int, string) {
+	t.Helper()
+	client := &http.Client{Timeout: timeout}
+	resp, err := client.Get(url)
+	require.NoError(t, err, "GET %s", url)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(body)
+}
+
+// PollGet sends GETs for url until one is answered with code, for timeout
+// at most, and returns its body. It stops the test when none was.
+func PollGet(t testing.TB, url string, code int, timeout time.Duration) string {
+	t.Helper()
+	var got int
+	var body string
+	if !Poll(timeout, func() bool { got, body = Get(t, url, timeout); return got == code }) {
+		t.Fatalf("GET %s still answers %d:\n%s", url, got, body)
+	}
+	return body
 }
 
 // Accepted is what an Accept run in the background returned.
