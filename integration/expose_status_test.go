@@ -367,5 +367,5 @@ func TestExposeGostRestart(t *testing.T) {
 	assert.Equal(t, 1.0, metricValue(t, metrics, "expose_reestablished_total", listen, echo))
 	assert.Equal(t, 2.0, metricValue(t, metrics, "expose_connections_total", listen, echo))
 	p.stop(t)
-	assert.Zero(t, p.count(exposeLine("ERROR", "tunnel failed")))
+	assert.Zero(t, p.out.Count(exposeLine("ERROR", "tunnel failed")))
 }

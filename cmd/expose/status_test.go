@@ -25,7 +25,7 @@ var statusLine = regexp.MustCompile(`^level=INFO msg="status served" addr=(\S+) 
 // runAll runs the program's tunnels and status server as main does, with
 // args, and returns the log and the address of the status server. The
 // test's cleanup stops them.
-func runAll(t *testing.T, args ...string) (*logLines, string) {
+func runAll(t *testing.T, args ...string) (logLines, string) {
 	t.Helper()
 	cfg, err := parseArgs(args, io.Discard)
 	require.NoError(t, err)
@@ -39,10 +39,10 @@ func runAll(t *testing.T, args ...string) (*logLines, string) {
 		case err := <-done:
 			assert.NoError(t, err)
 		case <-time.After(testTimeout):
-			t.Errorf("run did not return; the log:\n%s", logs.text())
+			t.Errorf("run did not return; the log:\n%s", logs.String())
 		}
 		if t.Failed() {
-			t.Logf("the log:\n%s", logs.text())
+			t.Logf("the log:\n%s", logs.String())
 		}
 	})
 	return logs, logs.next(t, statusLine)[1]

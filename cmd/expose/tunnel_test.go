@@ -59,54 +59,24 @@ func testLogger(w io.Writer) *slog.Logger {
 
 // logLines is the tunnel's log as the test reads it: line by line, each
 // taken once, in any order.
-type logLines struct {
-	mu     sync.Mutex // guards lines and taken
-	lines  []string
-	taken  []bool
-	notify chan struct{} // a line was added
-}
+type logLines struct{ *testkit.Lines }
 
-func newLogLines() *logLines { return &logLines{notify: make(chan struct{}, 1)} }
-
-// Write takes a line of the logger, which writes each in one call.
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	l.lines = append(l.lines, strings.TrimSuffix(string(p), "\n"))
-	l.taken = append(l.taken, false)
-	l.mu.Unlock()
-	select {
-	case l.notify <- struct{}{}:
-	default:
-	}
-	return len(p), nil
-}
+func newLogLines() logLines { return logLines{testkit.NewLines()} }
 
 // next takes the first line not taken yet that matches re, waiting for it,
 // and returns its submatches.
-func (l *logLines) next(t *testing.T, re *regexp.Regexp) []string {
+func (l logLines) next(t *testing.T, re *regexp.Regexp) []string {
 	t.Helper()
-	deadline := time.After(testTimeout)
-	for {
-		l.mu.Lock()
-		for i, line := range l.lines {
-			if m := re.FindStringSubmatch(line); m != nil && !l.taken[i] {
-				l.taken[i] = true
-				l.mu.Unlock()
-				return m
-			}
-		}
-		l.mu.Unlock()
-		select {
-		case <-l.notify:
-		case <-deadline:
-			require.FailNow(t, "no such line in the log", "%v; the log:\n%s", re, l.text())
-		}
+	m := l.Take(re, testTimeout, nil)
+	if m == nil {
+		require.FailNow(t, "no such line in the log", "%v; the log:\n%s", re, l)
 	}
+	return m
 }
 
 // nextConn takes the next connection line, and returns the bytes up and
 // down and the error text.
-func (l *logLines) nextConn(t *testing.T) (up, down int, errText string) {
+func (l logLines) nextConn(t *testing.T) (up, down int, errText string) {
 	t.Helper()
 	m := l.next(t, connLine)
 	up, _ = strconv.Atoi(m[2])
@@ -119,25 +89,10 @@ func (l *logLines) nextConn(t *testing.T) (up, down int, errText string) {
 	return up, down, errText
 }
 
-// count returns how many lines match re, taken or not.
-func (l *logLines) count(re *regexp.Regexp) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, line := range l.lines {
-		if re.MatchString(line) {
-			n++
-		}
-	}
-	return n
-}
-
 // lineOf returns the whole line that begins with prefix.
-func (l *logLines) lineOf(t *testing.T, prefix string) string {
+func (l logLines) lineOf(t *testing.T, prefix string) string {
 	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, line := range l.lines {
+	for _, line := range l.All() {
 		if strings.HasPrefix(line, prefix) {
 			return line
 		}
@@ -146,15 +101,9 @@ func (l *logLines) lineOf(t *testing.T, prefix string) string {
 	return ""
 }
 
-func (l *logLines) text() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
-}
-
 // running is a tunnel running for a test.
 type running struct {
-	log    *logLines
+	log    logLines
 	addr   string // where it said the service is reachable first
 	how    string // how it listens, as that line says
 	stats  *tunnelStats
@@ -190,10 +139,10 @@ func launch(t *testing.T, args ...string) *running {
 		select {
 		case <-r.done:
 		case <-time.After(testTimeout):
-			t.Errorf("the tunnel did not stop; the log:\n%s", r.log.text())
+			t.Errorf("the tunnel did not stop; the log:\n%s", r.log.String())
 		}
 		if t.Failed() {
-			t.Logf("the tunnel's log:\n%s", r.log.text())
+			t.Logf("the tunnel's log:\n%s", r.log.String())
 		}
 	})
 	return r
@@ -202,12 +151,8 @@ func launch(t *testing.T, args ...string) *running {
 // current returns where the tunnel said last that the service is
 // reachable.
 func (r *running) current() string {
-	r.log.mu.Lock()
-	defer r.log.mu.Unlock()
-	for i := len(r.log.lines) - 1; i >= 0; i-- {
-		if m := armedLine.FindStringSubmatch(r.log.lines[i]); m != nil {
-			return m[1]
-		}
+	if m := r.log.Last(armedLine); m != nil {
+		return m[1]
 	}
 	return r.addr
 }
@@ -245,7 +190,7 @@ func (r *running) wait(t *testing.T) error {
 		r.done <- err // for the cleanup
 		return err
 	case <-time.After(testTimeout):
-		require.FailNow(t, "the tunnel did not return", "the log:\n%s", r.log.text())
+		require.FailNow(t, "the tunnel did not return", "the log:\n%s", r.log.String())
 		return nil
 	}
 }
@@ -372,7 +317,7 @@ func TestMultiplexed(t *testing.T) {
 		got[[2]int{up, down}]++
 	}
 	assert.Equal(t, sizes, got, "bytes up and down of each connection")
-	assert.Zero(t, r.log.count(nowLine), "one address throughout")
+	assert.Zero(t, r.log.Count(nowLine), "one address throughout")
 
 	r.cancel()
 	require.NoError(t, r.wait(t))
@@ -430,7 +375,7 @@ func TestStandardFollow(t *testing.T) {
 			assert.Empty(t, errText)
 		}
 	})
-	assert.Zero(t, r.log.count(regexp.MustCompile(`trouble`)))
+	assert.Zero(t, r.log.Count(regexp.MustCompile(`trouble`)))
 
 	r.cancel()
 	require.NoError(t, r.wait(t))
@@ -457,7 +402,7 @@ func TestStandardFixedPort(t *testing.T) {
 	}
 	r.cancel()
 	require.NoError(t, r.wait(t))
-	assert.Zero(t, r.log.count(nowLine), "the address never changed")
+	assert.Zero(t, r.log.Count(nowLine), "the address never changed")
 }
 
 func TestGracefulShutdown(t *testing.T) {
@@ -520,7 +465,7 @@ func TestGracefulShutdown(t *testing.T) {
 		r.cancel()
 		require.NoError(t, r.wait(t), "nothing to wait for")
 		r.log.next(t, stopped)
-		assert.Zero(t, r.log.count(regexp.MustCompile(`waiting`)))
+		assert.Zero(t, r.log.Count(regexp.MustCompile(`waiting`)))
 		pollNoBinds(t, srv)
 	})
 
@@ -590,8 +535,8 @@ func TestTroubleLogged(t *testing.T) {
 	// before.
 	m := r.log.next(t, armedLine)
 	assert.Equal(t, strconv.Itoa(failures), m[2], "the line says how many retries there were")
-	assert.Equal(t, 1, r.log.count(regexp.MustCompile(`^level=WARN msg="proxy trouble" .* retry_in=5ms err="socks bind `)), "one line for the trouble")
-	assert.Equal(t, 1, r.log.count(regexp.MustCompile(`trouble`)))
+	assert.Equal(t, 1, r.log.Count(regexp.MustCompile(`^level=WARN msg="proxy trouble" .* retry_in=5ms err="socks bind `)), "one line for the trouble")
+	assert.Equal(t, 1, r.log.Count(regexp.MustCompile(`trouble`)))
 	assert.Equal(t, uint64(failures), r.stats.retries.Load(), "retries counted for /metrics")
 	assert.Equal(t, uint64(1), r.stats.rearmed.Load(), "armed again after trouble: once")
 	assert.True(t, r.stats.ready.Load())
@@ -632,7 +577,7 @@ func TestListenFails(t *testing.T) {
 	err := r.wait(t)
 	assert.ErrorIs(t, err, socksbind.ErrCommandNotSupported)
 	assert.Contains(t, explain(err, config{mux: socksbind.MultiplexOn}, tunnelSpec{}), "use -mux auto or -mux off")
-	assert.Zero(t, r.log.count(reachableLine))
+	assert.Zero(t, r.log.Count(reachableLine))
 }
 
 // TestTroubleLog checks the rate limit of trouble lines with a clock of

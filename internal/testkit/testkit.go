@@ -1,10 +1,12 @@
 // Package testkit holds the fixtures the tests of every package share: an
 // echo server, free ports, polling, an Accept run in the background, an
-// in-process proxy, and a forward dialer that records what it dials.
+// in-process proxy, a forward dialer that records what it dials, and the
+// lines of a log to take one by one.
 // Only _test.go files import it, so it may fail tests itself.
 package testkit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -12,8 +14,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -181,6 +185,113 @@ func PollGet(t testing.TB, url string, code int, timeout time.Duration) string {
 		t.Fatalf("GET %s still answers %d:\n%s", url, got, body)
 	}
 	return body
+}
+
+// Lines collects what is written to it, a logger's or a program's output,
+// line by line, for a test to take the lines it expects one at a time, in
+// any order. Make one with NewLines.
+type Lines struct {
+	mu      sync.Mutex // guards lines, taken and partial
+	lines   []string
+	taken   []bool
+	partial []byte        // the start of a line not ended yet
+	notify  chan struct{} // a line was added
+}
+
+// NewLines returns an empty Lines.
+func NewLines() *Lines { return &Lines{notify: make(chan struct{}, 1)} }
+
+// Write adds the lines ended in p; the rest waits for the next Write.
+func (l *Lines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		l.lines = append(l.lines, string(l.partial[:i]))
+		l.taken = append(l.taken, false)
+		l.partial = l.partial[i+1:]
+	}
+	l.mu.Unlock()
+	select {
+	case l.notify <- struct{}{}:
+	default:
+	}
+	return len(p), nil
+}
+
+// Take takes the first line not taken yet that matches re and returns its
+// submatches. It waits for one for timeout at most, or until done (which
+// may be nil) is closed and one more look found none; then it returns nil.
+func (l *Lines) Take(re *regexp.Regexp, timeout time.Duration, done <-chan struct{}) []string {
+	deadline := time.After(timeout)
+	for {
+		if m := l.take(re); m != nil {
+			return m
+		}
+		select {
+		case <-l.notify:
+		case <-done:
+			return l.take(re) // the writer's last lines are in
+		case <-deadline:
+			return nil
+		}
+	}
+}
+
+func (l *Lines) take(re *regexp.Regexp) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, line := range l.lines {
+		if m := re.FindStringSubmatch(line); m != nil && !l.taken[i] {
+			l.taken[i] = true
+			return m
+		}
+	}
+	return nil
+}
+
+// Added receives after a line was added, once for any number of lines
+// added since the last receive. Take receives from it too.
+func (l *Lines) Added() <-chan struct{} { return l.notify }
+
+// All returns the lines ended so far, taken or not.
+func (l *Lines) All() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.lines)
+}
+
+// Last returns the submatches of the last line that matches re, taken or
+// not, and nil when none does.
+func (l *Lines) Last(re *regexp.Regexp) []string {
+	lines := l.All()
+	for i := len(lines) - 1; i >= 0; i-- {
+		if m := re.FindStringSubmatch(lines[i]); m != nil {
+			return m
+		}
+	}
+	return nil
+}
+
+// Count returns how many lines match re, taken or not.
+func (l *Lines) Count(re *regexp.Regexp) int {
+	n := 0
+	for _, line := range l.All() {
+		if re.MatchString(line) {
+			n++
+		}
+	}
+	return n
+}
+
+// String returns everything written so far.
+func (l *Lines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(append(slices.Clone(l.lines), string(l.partial)), "\n")
 }
 
 // Accepted is what an Accept run in the background returned.

@@ -3,6 +3,7 @@ package testkit
 import (
 	"context"
 	"net"
+	"regexp"
 	"testing"
 	"time"
 
@@ -44,4 +45,25 @@ func TestDialer(t *testing.T) {
 
 	assert.Same(t, dials[0].Conn, d.Next(t))
 	assert.Same(t, dials[2].Conn, d.Next(t), "Next skips a failed dial")
+}
+
+// TestLines checks that lines are taken once each, in any order, across
+// writes that split them, and that Take gives up when done is closed.
+func TestLines(t *testing.T) {
+	l := NewLines()
+	_, _ = l.Write([]byte("a=1\nb=2\na="))
+	assert.Equal(t, []string{"a=1", "b=2"}, l.All())
+	re := regexp.MustCompile(`^a=(\d+)$`)
+	assert.Equal(t, []string{"a=1", "1"}, l.Take(re, time.Second, nil))
+
+	go func() { _, _ = l.Write([]byte("3\n")) }()
+	assert.Equal(t, []string{"a=3", "3"}, l.Take(re, 10*time.Second, nil), "a line ended by a later write")
+	assert.Equal(t, []string{"a=3", "3"}, l.Last(re))
+	assert.Equal(t, 2, l.Count(re), "taken lines count")
+
+	done := make(chan struct{})
+	close(done)
+	assert.Nil(t, l.Take(re, 10*time.Second, done), "every a= line is taken")
+	assert.Equal(t, []string{"b=2"}, l.Take(regexp.MustCompile(`^b=2$`), 0, nil))
+	assert.Equal(t, "a=1\nb=2\na=3\n", l.String())
 }
