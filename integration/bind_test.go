@@ -112,18 +112,18 @@ func TestBindDante(t *testing.T) {
 		// until the data is queued on the control connection, whether
 		// or not the listener has read reply 2 yet, so that a reply
 		// read with any excess would lose bytes.
-		rec := newRecordingDialer()
+		rec := &testkit.Dialer{}
 		d := newDialer(t, dante.Addr, nil, rec)
 		for i := range 5 {
 			ln := listen(t, d, socksbind.ListenConfig{Once: true}, ":0")
-			control := rec.next(t)
+			control := rec.Next(t)
 			payload := strings.Repeat(fmt.Sprintf("<%d:%s>", i, ln.Addr()), 40)
 			peer := dialPeer(t, "127.0.0.1", ln.Addr())
 			_, err := io.WriteString(peer, payload)
 			require.NoError(t, err)
 			require.NoError(t, peer.CloseWrite())
 
-			peekQueued(t, control, len(payload))
+			peekQueued(t, control.TCPConn, len(payload))
 			pa := addrPort(peer.LocalAddr())
 
 			c := accept(t, ln)
@@ -139,14 +139,7 @@ func TestBindDante(t *testing.T) {
 	t.Run("SpecificPort", func(t *testing.T) {
 		// The port was free a moment ago; another process may take it
 		// in between, so a few ports are tried.
-		ln, port := listenFixedPort(t, socksbind.ListenConfig{Dialer: d}, socksbind.ErrAddressInUse)
-		assert.Equal(t, netip.AddrPortFrom(loopback4, uint16(port)), addrPort(ln.Addr()))
-
-		peer := dialPeer(t, "127.0.0.1", ln.Addr())
-		c := accept(t, ln)
-		assert.Equal(t, uint16(port), addrPort(c.LocalAddr()).Port())
-		assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()))
-		bothWays(t, c, peer)
+		servesFixedPort(t, d, socksbind.ErrAddressInUse)
 	})
 
 	t.Run("PortInUse", func(t *testing.T) {
@@ -156,7 +149,7 @@ func TestBindDante(t *testing.T) {
 		port := occupied.Addr().(*net.TCPAddr).Port
 		address := fmt.Sprintf(":%d", port)
 
-		rec := newRecordingDialer()
+		rec := &testkit.Dialer{}
 		d := newDialer(t, dante.Addr, nil, rec)
 		ln, err := d.Listen(testContext(t), "tcp", address)
 		assert.Nil(t, ln)
@@ -170,7 +163,7 @@ func TestBindDante(t *testing.T) {
 		assert.NotErrorAs(t, err, &re, "Dante granted another port: no failure reply")
 		// What Dante bound instead is released: the library closed the
 		// control connection.
-		_, err = rec.next(t).Read(make([]byte, 1))
+		_, err = rec.Next(t).Read(make([]byte, 1))
 		assert.ErrorIs(t, err, net.ErrClosed)
 	})
 
@@ -320,12 +313,23 @@ func testFixedPortRearm(t *testing.T, d *socksbind.Dialer) {
 func exchangeBack(t testing.TB, c, peer net.Conn, msg string) string {
 	t.Helper()
 	require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
-	_, err := io.WriteString(c, msg)
-	require.NoError(t, err)
-	b := make([]byte, len(msg))
-	_, err = io.ReadFull(peer, b)
-	require.NoError(t, err)
-	return string(b)
+	return testkit.Carry(t, c, peer, msg)
+}
+
+// servesFixedPort listens through d on a port asked for by number (see
+// listenFixedPort; taken is how the proxy says the port was taken), and
+// checks that the listener has that port, and that a peer from 127.0.0.1
+// is accepted there, named and relayed both ways.
+func servesFixedPort(t testing.TB, d *socksbind.Dialer, taken error) {
+	t.Helper()
+	ln, port := listenFixedPort(t, socksbind.ListenConfig{Dialer: d}, taken)
+	assert.Equal(t, netip.AddrPortFrom(loopback4, uint16(port)), addrPort(ln.Addr()))
+
+	peer := dialPeer(t, "127.0.0.1", ln.Addr())
+	c := accept(t, ln)
+	assert.Equal(t, uint16(port), addrPort(c.LocalAddr()).Port())
+	assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()))
+	bothWays(t, c, peer)
 }
 
 // bothWays checks that data flows from c to peer and back.
@@ -506,11 +510,7 @@ func TestBindDanteExpectedPeer(t *testing.T) {
 func TestBindDanteBlocked(t *testing.T) {
 	leakcheck.Check(t)
 	dante := startDante(t, DanteConfig{BlockBind: true})
-	d := newDialer(t, dante.Addr, nil, nil)
-	ln, err := d.Listen(testContext(t), "tcp", ":0")
-	assert.Nil(t, ln)
-	requireReplyError(t, err, "socks bind", socksbind.CmdBind, socksbind.ReplyNotAllowed,
-		socksbind.ErrNotAllowed, syscall.EACCES)
+	requireBindNotAllowed(t, dante.Addr)
 }
 
 // TestBindDanteIPv6 runs a BIND for an IPv6 peer through Dante on ::1.

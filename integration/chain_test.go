@@ -15,6 +15,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/proxyext"
 )
 
@@ -24,7 +25,7 @@ func TestChainTinyproxyDante(t *testing.T) {
 	leakcheck.Check(t)
 	dante := startDante(t, DanteConfig{})
 	tiny := startTinyproxy(t)
-	echo := startEcho(t, "127.0.0.1:0")
+	echo := testkit.Echo(t, "tcp4")
 
 	hop, err := proxyext.FromURL(&url.URL{Scheme: "http", Host: tiny.Addr}, nil)
 	require.NoError(t, err)
@@ -38,13 +39,13 @@ func TestChainTinyproxyDante(t *testing.T) {
 	}
 
 	t.Run("Connect", func(t *testing.T) {
-		c, err := d.DialContext(testContext(t), "tcp", echo.addr.String())
+		c, err := d.DialContext(testContext(t), "tcp", echo.Addr().String())
 		require.NoError(t, err)
 		defer c.Close()
 		sc := asConn(t, c)
 		throughTinyproxy(t, sc)
 		assert.Equal(t, "through two hops", exchange(t, sc, "through two hops"))
-		assert.Equal(t, echo.nextPeer(t), addrPort(sc.LocalAddr()), "LocalAddr is Dante's outgoing address")
+		assert.Equal(t, nextPeer(t, echo.Peers), addrPort(sc.LocalAddr()), "LocalAddr is Dante's outgoing address")
 	})
 
 	t.Run("Bind", func(t *testing.T) {
@@ -80,7 +81,7 @@ func TestChainTinyproxyDante(t *testing.T) {
 		assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()))
 		bothWays(t, c, peer)
 
-		cc, err := ld.DialContext(testContext(t), "tcp", echo.addr.String())
+		cc, err := ld.DialContext(testContext(t), "tcp", echo.Addr().String())
 		require.NoError(t, err)
 		defer cc.Close()
 		throughTinyproxy(t, asConn(t, cc))

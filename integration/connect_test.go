@@ -14,6 +14,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 )
 
 // TestConnectDante runs CONNECT through Dante to IPv4, IPv6 and domain
@@ -24,20 +25,21 @@ func TestConnectDante(t *testing.T) {
 	// "localhost" may resolve to 127.0.0.1 or ::1: the IPv4 target
 	// listens on both.
 	echo4 := startEchoBoth(t)
-	echo6 := startEcho(t, "[::1]:0")
+	echo6 := testkit.Echo(t, "tcp6")
 
 	for _, tc := range []struct {
 		name    string
 		proxy   string
 		network string
 		target  string
-		echo    *target
+		addr    netip.AddrPort  // the target's own address
+		peers   <-chan net.Addr // where the target reports its peers
 	}{
-		{"IPv4", dante.Addr, "tcp", echo4.addr.String(), echo4},
-		{"IPv4Only", dante.Addr, "tcp4", echo4.addr.String(), echo4},
-		{"IPv6", dante.Addr, "tcp6", echo6.addr.String(), echo6},
-		{"ProxyOverIPv6", dante.Addr6, "tcp", echo4.addr.String(), echo4},
-		{"Domain", dante.Addr, "tcp", "localhost:" + echo4.port(), echo4},
+		{"IPv4", dante.Addr, "tcp", echo4.addr.String(), echo4.addr, echo4.peers},
+		{"IPv4Only", dante.Addr, "tcp4", echo4.addr.String(), echo4.addr, echo4.peers},
+		{"IPv6", dante.Addr, "tcp6", echo6.Addr().String(), addrPort(echo6.Addr()), echo6.Peers},
+		{"ProxyOverIPv6", dante.Addr6, "tcp", echo4.addr.String(), echo4.addr, echo4.peers},
+		{"Domain", dante.Addr, "tcp", fmt.Sprintf("localhost:%d", echo4.addr.Port()), echo4.addr, echo4.peers},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := newDialer(t, tc.proxy, nil, nil)
@@ -51,7 +53,7 @@ func TestConnectDante(t *testing.T) {
 
 			// Dante reports the address of its own socket to the target:
 			// the address the target sees the connection coming from.
-			seen := tc.echo.nextPeer(t)
+			seen := nextPeer(t, tc.peers)
 			assert.Equal(t, seen, addrPort(sc.LocalAddr()), "LocalAddr is the proxy's outgoing address")
 			assert.Equal(t, tc.target, sc.RemoteAddr().String(), "RemoteAddr is the target as given")
 			if tc.name == "Domain" {
@@ -60,7 +62,7 @@ func TestConnectDante(t *testing.T) {
 				assert.False(t, isIP, "RemoteAddr of a name target is %T", sc.RemoteAddr())
 				assert.True(t, seen.Addr().IsLoopback(), "Dante resolved the name to %v", seen.Addr())
 			} else {
-				assert.Equal(t, tc.echo.addr.Addr(), seen.Addr(), "Dante leaves from the external address of the target's family")
+				assert.Equal(t, tc.addr.Addr(), seen.Addr(), "Dante leaves from the external address of the target's family")
 			}
 			assert.Equal(t, tc.proxy, sc.NetConn().RemoteAddr().String(), "the relay runs over the connection to the proxy")
 		})
@@ -94,22 +96,22 @@ func TestConnectDanteRefused(t *testing.T) {
 // another port still works.
 func TestConnectDanteNotAllowed(t *testing.T) {
 	leakcheck.Check(t)
-	blocked := startEcho(t, "127.0.0.1:0")
-	allowed := startEcho(t, "127.0.0.1:0")
-	dante := startDante(t, DanteConfig{BlockConnectPort: int(blocked.addr.Port())})
+	blocked := testkit.Echo(t, "tcp4")
+	allowed := testkit.Echo(t, "tcp4")
+	dante := startDante(t, DanteConfig{BlockConnectPort: blocked.Port()})
 	d := newDialer(t, dante.Addr, nil, nil)
 
-	c, err := d.DialContext(testContext(t), "tcp", blocked.addr.String())
+	c, err := d.DialContext(testContext(t), "tcp", blocked.Addr().String())
 	assert.Nil(t, c)
 	requireReplyError(t, err, "socks connect", socksbind.CmdConnect, socksbind.ReplyNotAllowed,
 		socksbind.ErrNotAllowed, syscall.EACCES)
 	assert.NotErrorIs(t, err, socksbind.ErrConnectionRefused)
 
-	c, err = d.DialContext(testContext(t), "tcp", allowed.addr.String())
+	c, err = d.DialContext(testContext(t), "tcp", allowed.Addr().String())
 	require.NoError(t, err)
 	defer c.Close()
 	assert.Equal(t, "allowed", roundTrip(t, asConn(t, c), "allowed"))
-	assert.Empty(t, blocked.peers, "the blocked target was never connected to")
+	assert.Empty(t, blocked.Peers, "the blocked target was never connected to")
 }
 
 // TestConnectDanteCredentials checks RFC 1929 against Dante's username
@@ -118,11 +120,11 @@ func TestConnectDanteNotAllowed(t *testing.T) {
 func TestConnectDanteCredentials(t *testing.T) {
 	leakcheck.Check(t)
 	dante := startDante(t, DanteConfig{Username: true})
-	echo := startEcho(t, "127.0.0.1:0")
+	echo := testkit.Echo(t, "tcp4")
 
 	t.Run("Good", func(t *testing.T) {
 		d := newDialer(t, dante.Addr, &proxy.Auth{User: TestUser, Password: TestPassword}, nil)
-		c, err := d.DialContext(testContext(t), "tcp", echo.addr.String())
+		c, err := d.DialContext(testContext(t), "tcp", echo.Addr().String())
 		require.NoError(t, err)
 		defer c.Close()
 		assert.Equal(t, "authenticated", roundTrip(t, asConn(t, c), "authenticated"))
@@ -130,7 +132,7 @@ func TestConnectDanteCredentials(t *testing.T) {
 
 	t.Run("BadPassword", func(t *testing.T) {
 		d := newDialer(t, dante.Addr, &proxy.Auth{User: TestUser, Password: "wrong-" + TestPassword}, nil)
-		c, err := d.DialContext(testContext(t), "tcp", echo.addr.String())
+		c, err := d.DialContext(testContext(t), "tcp", echo.Addr().String())
 		assert.Nil(t, c)
 		require.ErrorIs(t, err, socksbind.ErrAuthRejected)
 		var oe *net.OpError
@@ -143,13 +145,13 @@ func TestConnectDanteCredentials(t *testing.T) {
 
 	t.Run("BadUser", func(t *testing.T) {
 		d := newDialer(t, dante.Addr, &proxy.Auth{User: "nosuchuser", Password: TestPassword}, nil)
-		_, err := d.DialContext(testContext(t), "tcp", echo.addr.String())
+		_, err := d.DialContext(testContext(t), "tcp", echo.Addr().String())
 		require.ErrorIs(t, err, socksbind.ErrAuthRejected)
 	})
 
 	t.Run("NoCredentials", func(t *testing.T) {
 		d := newDialer(t, dante.Addr, nil, nil)
-		_, err := d.DialContext(testContext(t), "tcp", echo.addr.String())
+		_, err := d.DialContext(testContext(t), "tcp", echo.Addr().String())
 		require.ErrorIs(t, err, socksbind.ErrNoAcceptableAuth)
 		assert.NotErrorIs(t, err, socksbind.ErrAuthRejected)
 	})
@@ -174,7 +176,7 @@ func TestConnectDanteCredentials(t *testing.T) {
 func TestConnectInterop(t *testing.T) {
 	leakcheck.Check(t)
 	dante := startDante(t, DanteConfig{})
-	echo := startEcho(t, "127.0.0.1:0")
+	echo := testkit.Echo(t, "tcp4")
 	refused := fmt.Sprintf("127.0.0.1:%d", refusedPort(t))
 
 	xd, err := proxy.SOCKS5("tcp", dante.Addr, nil, proxy.Direct)
@@ -189,12 +191,12 @@ func TestConnectInterop(t *testing.T) {
 		{"Socksbind", ours},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := tc.d.DialContext(testContext(t), "tcp", echo.addr.String())
+			c, err := tc.d.DialContext(testContext(t), "tcp", echo.Addr().String())
 			require.NoError(t, err)
 			defer c.Close()
 			msg := "baseline through " + tc.name
 			assert.Equal(t, msg, exchange(t, c, msg))
-			assert.Equal(t, netip.MustParseAddr("127.0.0.1"), echo.nextPeer(t).Addr())
+			assert.Equal(t, netip.MustParseAddr("127.0.0.1"), nextPeer(t, echo.Peers).Addr())
 
 			_, err = tc.d.DialContext(testContext(t), "tcp", refused)
 			require.Error(t, err, "CONNECT to a closed port")
@@ -210,7 +212,7 @@ func TestConnectInterop(t *testing.T) {
 // checked.
 func TestMicrosocks(t *testing.T) {
 	leakcheck.Check(t)
-	echo := startEcho(t, "127.0.0.1:0")
+	echo := testkit.Echo(t, "tcp4")
 
 	t.Run("NoAuth", func(t *testing.T) {
 		ms := startMicrosocks(t, "", "")
@@ -223,18 +225,18 @@ func TestMicrosocks(t *testing.T) {
 		requireReplyError(t, err, "socks bind", socksbind.CmdBind, socksbind.ReplyCommandNotSupported,
 			socksbind.ErrCommandNotSupported, syscall.EOPNOTSUPP)
 
-		c, err := d.DialContext(testContext(t), "tcp", echo.addr.String())
+		c, err := d.DialContext(testContext(t), "tcp", echo.Addr().String())
 		require.NoError(t, err)
 		defer c.Close()
 		sc := asConn(t, c)
 		// microsocks does not relay a half-close: on the client's EOF it
 		// closes both directions, so the echo is read before.
 		assert.Equal(t, "via microsocks", exchange(t, sc, "via microsocks"))
-		assert.Equal(t, echo.addr.String(), sc.RemoteAddr().String())
+		assert.Equal(t, echo.Addr().String(), sc.RemoteAddr().String())
 		// microsocks reports 0.0.0.0:0 as the bound address of every
 		// CONNECT.
 		assert.Equal(t, netip.MustParseAddrPort("0.0.0.0:0"), addrPort(sc.LocalAddr()))
-		assert.Equal(t, netip.MustParseAddr("127.0.0.1"), echo.nextPeer(t).Addr())
+		assert.Equal(t, netip.MustParseAddr("127.0.0.1"), nextPeer(t, echo.Peers).Addr())
 
 		refused := fmt.Sprintf("127.0.0.1:%d", refusedPort(t))
 		_, err = d.DialContext(testContext(t), "tcp", refused)
@@ -246,13 +248,13 @@ func TestMicrosocks(t *testing.T) {
 		ms := startMicrosocks(t, "alice", "secret")
 
 		d := newDialer(t, ms.Addr, &proxy.Auth{User: "alice", Password: "secret"}, nil)
-		c, err := d.DialContext(testContext(t), "tcp", echo.addr.String())
+		c, err := d.DialContext(testContext(t), "tcp", echo.Addr().String())
 		require.NoError(t, err)
 		defer c.Close()
 		assert.Equal(t, "alice was here", exchange(t, c, "alice was here"))
 
 		d = newDialer(t, ms.Addr, &proxy.Auth{User: "alice", Password: "wrong"}, nil)
-		_, err = d.DialContext(testContext(t), "tcp", echo.addr.String())
+		_, err = d.DialContext(testContext(t), "tcp", echo.Addr().String())
 		assert.ErrorIs(t, err, socksbind.ErrAuthRejected)
 	})
 }

@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/socksbind/socksbind/internal/testkit"
 )
 
 // benchTunnel is a tunnel process under benchmark: where peers reach the
@@ -97,11 +99,8 @@ func startBenchTunnels(b *testing.B) []benchTunnel {
 	}
 	require.NoError(b, rtcp.run(path, []string{"-L", fmt.Sprintf("rtcp://:%d/%s", rtcpPort, svc), "-F", "socks5://" + gost.Addr + "?notls=true"}))
 	b.Cleanup(func() { rtcp.stop() })
-	deadline := time.Now().Add(readyTimeout)
-	for !ownsListener(gost.pid, rtcpPort) {
-		require.False(b, time.Now().After(deadline), "gost rtcp did not bind; log:\n%s", rtcp.logText())
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+	require.True(b, testkit.PollEvery(pollInterval, readyTimeout, func() bool { return ownsListener(gost.pid, rtcpPort) }),
+		"gost rtcp did not bind; log:\n%s", rtcp.logText())
 	return []benchTunnel{
 		{"expose", net.JoinHostPort("127.0.0.1", strconv.Itoa(exposePort)), p.cmd.Process.Pid},
 		{"rtcp", rtcp.Addr, rtcp.pid},

@@ -52,19 +52,17 @@ func startNginx(t *testing.T) (s *Server, accessLog string) {
 // accessLines polls the access log until it has n lines, and returns them.
 func accessLines(t *testing.T, path string, n int) []string {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for {
+	var lines []string
+	logged := testkit.PollEvery(pollInterval, testTimeout, func() bool {
 		b, err := os.ReadFile(path)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
+		if !errors.Is(err, os.ErrNotExist) {
 			require.NoError(t, err)
 		}
-		lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
-		if len(b) > 0 && len(lines) >= n {
-			return lines
-		}
-		require.False(t, time.Now().After(deadline), "nginx logged %d lines of %d", len(lines), n)
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+		lines = strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+		return len(b) > 0 && len(lines) >= n
+	})
+	require.True(t, logged, "nginx logged %d lines of %d", len(lines), n)
+	return lines
 }
 
 // startGostOn starts GOST like startGost, on the given port: to restart it
@@ -93,12 +91,12 @@ func (s *Server) kill(t *testing.T) {
 // BIND between two connections (see exchangeCurrent).
 func (p *exposeProc) peerGET(t *testing.T, src, uri string) (body, peer, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for {
+	var err error
+	answered := testkit.PollEvery(pollInterval, testTimeout, func() bool {
 		addr = p.current()
 		d := net.Dialer{Timeout: testTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-		c, err := d.Dial("tcp", addr)
-		if err == nil {
+		var c net.Conn
+		if c, err = d.Dial("tcp", addr); err == nil {
 			var resp []byte
 			require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
 			if _, err = fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: service\r\n\r\n", uri); err == nil {
@@ -107,10 +105,11 @@ func (p *exposeProc) peerGET(t *testing.T, src, uri string) (body, peer, addr st
 			peer = c.LocalAddr().String()
 			c.Close()
 			if err == nil && len(resp) > 0 {
-				head, body, ok := strings.Cut(string(resp), "\r\n\r\n")
+				head, b, ok := strings.Cut(string(resp), "\r\n\r\n")
 				require.True(t, ok, "an HTTP answer: %q", resp)
 				require.True(t, strings.HasPrefix(head, "HTTP/1.1 200 "), "%q", head)
-				return body, peer, addr
+				body = b
+				return true
 			}
 			if err != nil && !(errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
 				require.NoError(t, err, "GET through %s", addr)
@@ -118,9 +117,10 @@ func (p *exposeProc) peerGET(t *testing.T, src, uri string) (body, peer, addr st
 		} else {
 			require.ErrorIs(t, err, syscall.ECONNREFUSED, "dial %s", addr)
 		}
-		require.False(t, time.Now().After(deadline), "%s: no answer for %v: %v", addr, testTimeout, err)
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+		return false
+	})
+	require.True(t, answered, "%s: no answer for %v: %v", addr, testTimeout, err)
+	return body, peer, addr
 }
 
 // statusAddr returns the address the program serves /ready and /metrics on.
@@ -129,27 +129,36 @@ func (p *exposeProc) statusAddr(t *testing.T) string {
 	return p.next(t, exposeStatus)[1]
 }
 
+// startExposeStatus starts the program built at bin through GOST at gost,
+// serving /ready and /metrics on 127.0.0.1:0 and one -tunnel for each of
+// tunnels, and returns it and its status address.
+func startExposeStatus(t *testing.T, bin string, gost *Server, tunnels ...string) (*exposeProc, string) {
+	t.Helper()
+	args := []string{"-proxy", "socks5://" + gost.Addr, "-status", "127.0.0.1:0"}
+	for _, tunnel := range tunnels {
+		args = append(args, "-tunnel", tunnel)
+	}
+	p := startExpose(t, bin, nil, args...)
+	return p, p.statusAddr(t)
+}
+
+// stop ends the program with SIGTERM and checks that it exits with status 0.
+func (p *exposeProc) stop(t *testing.T) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 0, p.wait(t), "exit status")
+}
+
 // getReady returns the status code and body of the program's /ready.
 func getReady(t *testing.T, status string) (int, string) {
 	t.Helper()
-	client := &http.Client{Timeout: testTimeout}
-	resp, err := client.Get("http://" + status + "/ready")
-	require.NoError(t, err, "GET /ready")
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(body)
+	return testkit.Get(t, "http://"+status+"/ready", testTimeout)
 }
 
 // pollReady polls /ready until it answers code, and returns the body.
 func pollReady(t *testing.T, status string, code int) string {
 	t.Helper()
-	var got int
-	var body string
-	if !testkit.Poll(testTimeout, func() bool { got, body = getReady(t, status); return got == code }) {
-		t.Fatalf("/ready still answers %d:\n%s", got, body)
-	}
-	return body
+	return testkit.PollGet(t, "http://"+status+"/ready", code, testTimeout)
 }
 
 // metricValue returns a metric of the program's tunnel listen=target.
@@ -196,8 +205,7 @@ func TestExposeProxyProtocol(t *testing.T) {
 				for i, line := range lines {
 					assert.Equal(t, fmt.Sprintf("client=%s server=%s conn=127.0.0.1 uri=/%d", want[i].peer, want[i].addr, i), line)
 				}
-				require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-				assert.Equal(t, 0, p.wait(t), "exit status")
+				p.stop(t)
 			})
 		}
 	}
@@ -210,11 +218,9 @@ func TestExposeTunnels(t *testing.T) {
 	t.Parallel()
 	bin := buildExpose(t)
 	gost := startGost(t, GostConfig{})
-	echo := startEcho(t, "127.0.0.1:0").addr.String()
+	echo := testkit.Echo(t, "tcp4").Addr().String()
 	down := net.JoinHostPort("127.0.0.1", strconv.Itoa(refusedPort(t)))
-	p := startExpose(t, bin, nil, "-proxy", "socks5://"+gost.Addr, "-status", "127.0.0.1:0",
-		"-tunnel", ":0="+down, "-tunnel", ":0="+echo)
-	status := p.statusAddr(t)
+	p, status := startExposeStatus(t, bin, gost, ":0="+down, ":0="+echo)
 	addrs := make(map[string]string)
 	for range 2 {
 		m := p.next(t, exposeReachable)
@@ -273,8 +279,7 @@ func TestExposeTunnels(t *testing.T) {
 		assert.Equal(t, 0.0, metricValue(t, m, "expose_proxy_retries_total", ":0", tt.target), tt.target)
 		assert.Equal(t, 0.0, metricValue(t, m, "expose_reestablished_total", ":0", tt.target), tt.target)
 	}
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-	assert.Equal(t, 0, p.wait(t), "exit status")
+	p.stop(t)
 }
 
 // TestExposeReadyPortHeld runs two tunnels through GOST with fixed ports,
@@ -285,16 +290,14 @@ func TestExposeReadyPortHeld(t *testing.T) {
 	t.Parallel()
 	bin := buildExpose(t)
 	gost := startGost(t, GostConfig{})
-	echo := startEcho(t, "127.0.0.1:0").addr.String()
+	echo := testkit.Echo(t, "tcp4").Addr().String()
 	free := fmt.Sprintf(":%d", freePort(t))
 	held, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))))
 	require.NoError(t, err)
 	defer held.Close()
 	heldListen := fmt.Sprintf(":%d", held.Addr().(*net.TCPAddr).Port)
 
-	p := startExpose(t, bin, nil, "-proxy", "socks5://"+gost.Addr, "-status", "127.0.0.1:0",
-		"-tunnel", free+"="+echo, "-tunnel", heldListen+"="+echo)
-	status := p.statusAddr(t)
+	p, status := startExposeStatus(t, bin, gost, free+"="+echo, heldListen+"="+echo)
 	m := p.next(t, exposeReachable)
 	require.Equal(t, free, m[1], "the free port is armed")
 	p.next(t, exposeLine("WARN", "proxy trouble"))
@@ -321,8 +324,7 @@ func TestExposeReadyPortHeld(t *testing.T) {
 	assert.Equal(t, 1.0, metricValue(t, metrics, "expose_connections_open", free, echo))
 	require.NoError(t, c.Close())
 	require.NoError(t, c2.Close())
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-	assert.Equal(t, 0, p.wait(t), "exit status")
+	p.stop(t)
 }
 
 // TestExposeGostRestart kills GOST under the program (SIGKILL to its pid)
@@ -334,11 +336,9 @@ func TestExposeGostRestart(t *testing.T) {
 	t.Parallel()
 	bin := buildExpose(t)
 	gost := startGost(t, GostConfig{})
-	echo := startEcho(t, "127.0.0.1:0").addr.String()
+	echo := testkit.Echo(t, "tcp4").Addr().String()
 	listen := fmt.Sprintf(":%d", freePort(t))
-	p := startExpose(t, bin, nil, "-proxy", "socks5://"+gost.Addr, "-status", "127.0.0.1:0",
-		"-tunnel", listen+"="+echo)
-	status := p.statusAddr(t)
+	p, status := startExposeStatus(t, bin, gost, listen+"="+echo)
 	addr := p.next(t, exposeReachable)[3]
 	pollReady(t, status, http.StatusOK)
 	c := exposePeer(t, addr)
@@ -366,7 +366,6 @@ func TestExposeGostRestart(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1.0, metricValue(t, metrics, "expose_reestablished_total", listen, echo))
 	assert.Equal(t, 2.0, metricValue(t, metrics, "expose_connections_total", listen, echo))
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-	assert.Equal(t, 0, p.wait(t), "exit status")
-	assert.Zero(t, p.count(exposeLine("ERROR", "tunnel failed")))
+	p.stop(t)
+	assert.Zero(t, p.out.Count(exposeLine("ERROR", "tunnel failed")))
 }

@@ -52,10 +52,10 @@ func TestExpose(t *testing.T) {
 
 	t.Run("Dante", func(t *testing.T) {
 		dante := startDante(t, DanteConfig{})
-		echo := startEcho(t, "127.0.0.1:0")
-		p := startExpose(t, bin, nil, "-proxy", "socks5://"+dante.Addr, "-to", echo.addr.String(), "-grace", "10s")
+		echo := testkit.Echo(t, "tcp4")
+		p := startExpose(t, bin, nil, "-proxy", "socks5://"+dante.Addr, "-to", echo.Addr().String(), "-grace", "10s")
 		m := p.next(t, exposeReachable)
-		assert.Equal(t, echo.addr.String(), m[2])
+		assert.Equal(t, echo.Addr().String(), m[2])
 		assert.Equal(t, "the proxy has no multiplexed BIND; standard BIND: one connection at a time, and the port may change after each", m[4])
 		first := m[3]
 
@@ -99,15 +99,15 @@ func TestExpose(t *testing.T) {
 		assert.Equal(t, "", roundTrip(t, c, ""))
 		assert.Equal(t, 0, p.wait(t), "exit status")
 		p.requireConn(t, 15, 15)
-		assert.Equal(t, 3+6+1, p.count(exposeConn), "one line per connection")
-		assert.Zero(t, p.count(regexp.MustCompile(`trouble`)), "nothing went wrong at the proxy")
+		assert.Equal(t, 3+6+1, p.out.Count(exposeConn), "one line per connection")
+		assert.Zero(t, p.out.Count(regexp.MustCompile(`trouble`)), "nothing went wrong at the proxy")
 		t.Logf("first address %s, last %s", first, waiting)
 	})
 
 	t.Run("GOST", func(t *testing.T) {
 		gost := startGost(t, GostConfig{})
-		echo := startEcho(t, "127.0.0.1:0")
-		p := startExpose(t, bin, nil, "-proxy", "socks5://"+gost.Addr, "-to", echo.addr.String(), "-grace", "10s")
+		echo := testkit.Echo(t, "tcp4")
+		p := startExpose(t, bin, nil, "-proxy", "socks5://"+gost.Addr, "-to", echo.Addr().String(), "-grace", "10s")
 		m := p.next(t, exposeReachable)
 		assert.Equal(t, "multiplexed BIND: concurrent connections", m[4])
 		addr := m[3]
@@ -135,7 +135,7 @@ func TestExpose(t *testing.T) {
 			got[up]++
 		}
 		assert.Equal(t, want, got, "bytes up and down of each connection")
-		assert.Zero(t, p.count(exposeMoved), "one address throughout")
+		assert.Zero(t, p.out.Count(exposeMoved), "one address throughout")
 
 		// SIGTERM with a connection open: it goes on, a late peer is
 		// turned away, and the port is released when the program exits.
@@ -152,7 +152,7 @@ func TestExpose(t *testing.T) {
 		require.NoError(t, c.Close())
 		assert.Equal(t, 0, p.wait(t), "exit status")
 		p.requireConn(t, 15, 15)
-		assert.Equal(t, peers+2, p.count(exposeConn), "one line per connection")
+		assert.Equal(t, peers+2, p.out.Count(exposeConn), "one line per connection")
 		pollGostReleased(t, gost, uint16(portOf(t, addr)))
 	})
 
@@ -187,7 +187,7 @@ func TestExpose(t *testing.T) {
 			t.Run(tt.name, func(t *testing.T) {
 				p := startExpose(t, bin, tt.env, tt.args...)
 				assert.Equal(t, tt.code, p.wait(t), "exit status")
-				out := p.text()
+				out := p.out.String()
 				assert.Contains(t, out, tt.want)
 				assert.NotContains(t, out, "s3cret")
 				assert.Equal(t, 1, strings.Count(out, "\n"), "one line")
@@ -241,12 +241,7 @@ type exposeProc struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once cmd.Wait has returned
 	code   int           // the exit status, once exited is closed
-
-	mu      sync.Mutex // guards the fields below
-	lines   []string
-	taken   []bool
-	partial []byte        // the start of a line not yet ended
-	notify  chan struct{} // a line was added
+	out    *testkit.Lines
 }
 
 // startExpose runs the program at bin with args, with env added to an
@@ -254,7 +249,7 @@ type exposeProc struct {
 // still runs, and logs its output.
 func startExpose(t testing.TB, bin string, env []string, args ...string) *exposeProc {
 	t.Helper()
-	p := &exposeProc{cmd: exec.Command(bin, args...), exited: make(chan struct{}), notify: make(chan struct{}, 1)}
+	p := &exposeProc{cmd: exec.Command(bin, args...), exited: make(chan struct{}), out: testkit.NewLines()}
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
 		switch strings.ToUpper(name) {
@@ -264,7 +259,7 @@ func startExpose(t testing.TB, bin string, env []string, args ...string) *expose
 		p.cmd.Env = append(p.cmd.Env, kv)
 	}
 	p.cmd.Env = append(p.cmd.Env, env...)
-	p.cmd.Stdout, p.cmd.Stderr = p, p
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	require.NoError(t, p.cmd.Start())
 	go func() {
 		err := p.cmd.Wait()
@@ -276,7 +271,6 @@ func startExpose(t testing.TB, bin string, env []string, args ...string) *expose
 			p.code = -1
 		}
 		close(p.exited)
-		p.wake()
 	}()
 	t.Cleanup(func() {
 		select {
@@ -286,65 +280,25 @@ func startExpose(t testing.TB, bin string, env []string, args ...string) *expose
 			_ = p.cmd.Process.Kill()
 			<-p.exited
 		}
-		t.Logf("expose %s\n%s", strings.Join(args, " "), p.text())
+		t.Logf("expose %s\n%s", strings.Join(args, " "), p.out.String())
 	})
 	return p
-}
-
-// Write collects the program's output.
-func (p *exposeProc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	p.partial = append(p.partial, b...)
-	for {
-		i := strings.IndexByte(string(p.partial), '\n')
-		if i < 0 {
-			break
-		}
-		p.lines = append(p.lines, string(p.partial[:i]))
-		p.taken = append(p.taken, false)
-		p.partial = p.partial[i+1:]
-	}
-	p.mu.Unlock()
-	p.wake()
-	return len(b), nil
-}
-
-func (p *exposeProc) wake() {
-	select {
-	case p.notify <- struct{}{}:
-	default:
-	}
 }
 
 // next takes the first line not taken yet that matches re, waiting for it,
 // and returns its submatches.
 func (p *exposeProc) next(t testing.TB, re *regexp.Regexp) []string {
 	t.Helper()
-	deadline := time.After(testTimeout)
-	for {
-		p.mu.Lock()
-		for i, line := range p.lines {
-			if m := re.FindStringSubmatch(line); m != nil && !p.taken[i] {
-				p.taken[i] = true
-				p.mu.Unlock()
-				return m
-			}
-		}
-		p.mu.Unlock()
+	m := p.out.Take(re, testTimeout, p.exited)
+	if m == nil {
 		select {
-		case <-p.notify:
 		case <-p.exited:
-			// Its last lines are in: one more look, then give up.
-			select {
-			case <-p.notify:
-				continue
-			default:
-			}
 			require.FailNow(t, "expose exited without the line", "%v, exit status %d", re, p.code)
-		case <-deadline:
+		default:
 			require.FailNow(t, "no such line from expose", "%v", re)
 		}
 	}
+	return m
 }
 
 // nextConn takes the next connection line without an error and returns
@@ -365,28 +319,11 @@ func (p *exposeProc) requireConn(t *testing.T, up, down int) {
 	assert.Equal(t, []int{up, down}, []int{gotUp, gotDown}, "bytes up and down")
 }
 
-// count returns how many lines match re.
-func (p *exposeProc) count(re *regexp.Regexp) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, line := range p.lines {
-		if re.MatchString(line) {
-			n++
-		}
-	}
-	return n
-}
-
 // current returns where the program said last that the service is
 // reachable.
 func (p *exposeProc) current() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for i := len(p.lines) - 1; i >= 0; i-- {
-		if m := exposeAddress.FindStringSubmatch(p.lines[i]); m != nil {
-			return m[1]
-		}
+	if m := p.out.Last(exposeAddress); m != nil {
+		return m[1]
 	}
 	return ""
 }
@@ -397,9 +334,8 @@ func (p *exposeProc) addrAfter(t *testing.T, addr string) string {
 	t.Helper()
 	deadline := time.After(testTimeout)
 	for {
-		p.mu.Lock()
 		var next string
-		for _, line := range p.lines {
+		for _, line := range p.out.All() {
 			if m := exposeAddress.FindStringSubmatch(line); m != nil {
 				switch {
 				case m[1] == addr:
@@ -409,12 +345,11 @@ func (p *exposeProc) addrAfter(t *testing.T, addr string) string {
 				}
 			}
 		}
-		p.mu.Unlock()
 		if next != "" {
 			return next
 		}
 		select {
-		case <-p.notify:
+		case <-p.out.Added():
 		case <-p.exited:
 			require.FailNow(t, "expose exited", "exit status %d", p.code)
 		case <-deadline:
@@ -432,12 +367,16 @@ func (p *exposeProc) addrAfter(t *testing.T, addr string) string {
 // a peer never reaches the program, which logs nothing of it.
 func (p *exposeProc) exchangeCurrent(t *testing.T, msg string) *net.TCPConn {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for {
-		addr := p.current()
-		c, err := net.DialTimeout("tcp", addr, testTimeout)
-		if err == nil {
-			t.Cleanup(func() { c.Close() })
+	var (
+		addr string
+		c    net.Conn
+		err  error
+	)
+	exchanged := testkit.PollEvery(pollInterval, testTimeout, func() bool {
+		addr = p.current()
+		if c, err = net.DialTimeout("tcp", addr, testTimeout); err == nil {
+			dialed := c
+			t.Cleanup(func() { dialed.Close() })
 			require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
 			got := make([]byte, len(msg))
 			var n int
@@ -446,7 +385,7 @@ func (p *exposeProc) exchangeCurrent(t *testing.T, msg string) *net.TCPConn {
 			}
 			if err == nil {
 				require.Equal(t, msg, string(got))
-				return c.(*net.TCPConn)
+				return true
 			}
 			c.Close()
 			if n > 0 || !(errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF)) {
@@ -455,9 +394,10 @@ func (p *exposeProc) exchangeCurrent(t *testing.T, msg string) *net.TCPConn {
 		} else {
 			require.ErrorIs(t, err, syscall.ECONNREFUSED, "dial %s", addr)
 		}
-		require.False(t, time.Now().After(deadline), "%s: no exchange for %v: %v", addr, testTimeout, err)
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+		return false
+	})
+	require.True(t, exchanged, "%s: no exchange for %v: %v", addr, testTimeout, err)
+	return c.(*net.TCPConn)
 }
 
 // wait waits for the program to exit and returns its exit status.
@@ -470,13 +410,6 @@ func (p *exposeProc) wait(t testing.TB) int {
 		require.FailNow(t, "expose did not exit")
 		return 0
 	}
-}
-
-// text returns the program's output so far.
-func (p *exposeProc) text() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(append(p.lines, string(p.partial)), "\n")
 }
 
 // exposePeer connects to addr as a peer of the proxy's side, with

@@ -53,19 +53,19 @@ func pollGostReleased(t *testing.T, s *Server, port uint16) {
 // username/password authentication.
 func TestGostConnect(t *testing.T) {
 	leakcheck.Check(t)
-	echo := startEcho(t, "127.0.0.1:0")
+	echo := testkit.Echo(t, "tcp4")
 
 	t.Run("NoAuth", func(t *testing.T) {
 		gost := startGost(t, GostConfig{})
 		d := newDialer(t, gost.Addr, nil, nil)
-		c, err := d.DialContext(testContext(t), "tcp", echo.addr.String())
+		c, err := d.DialContext(testContext(t), "tcp", echo.Addr().String())
 		require.NoError(t, err)
 		defer c.Close()
 		sc := asConn(t, c)
 		assert.Equal(t, "hello gost", roundTrip(t, sc, "hello gost"), "echo, after a half-close")
 		// The reply carries GOST's address for the outgoing connection.
-		assert.Equal(t, echo.nextPeer(t), addrPort(sc.LocalAddr()))
-		assert.Equal(t, echo.addr.String(), sc.RemoteAddr().String())
+		assert.Equal(t, nextPeer(t, echo.Peers), addrPort(sc.LocalAddr()))
+		assert.Equal(t, echo.Addr().String(), sc.RemoteAddr().String())
 	})
 
 	t.Run("Refused", func(t *testing.T) {
@@ -87,20 +87,20 @@ func TestGostConnect(t *testing.T) {
 		gost := startGost(t, GostConfig{User: "alice", Password: "secret"})
 
 		d := newDialer(t, gost.Addr, &proxy.Auth{User: "alice", Password: "secret"}, nil)
-		c, err := d.DialContext(testContext(t), "tcp", echo.addr.String())
+		c, err := d.DialContext(testContext(t), "tcp", echo.Addr().String())
 		require.NoError(t, err)
 		defer c.Close()
 		assert.Equal(t, "alice via gost", roundTrip(t, asConn(t, c), "alice via gost"))
 
 		d = newDialer(t, gost.Addr, &proxy.Auth{User: "alice", Password: "wrong"}, nil)
-		_, err = d.DialContext(testContext(t), "tcp", echo.addr.String())
+		_, err = d.DialContext(testContext(t), "tcp", echo.Addr().String())
 		require.ErrorIs(t, err, socksbind.ErrAuthRejected)
 		var re *socksbind.ReplyError
 		assert.NotErrorAs(t, err, &re, "a rejected login is not a reply")
 		assert.NotContains(t, err.Error(), "wrong", "the password stays out of the error")
 
 		d = newDialer(t, gost.Addr, nil, nil)
-		_, err = d.DialContext(testContext(t), "tcp", echo.addr.String())
+		_, err = d.DialContext(testContext(t), "tcp", echo.Addr().String())
 		require.ErrorIs(t, err, socksbind.ErrNoAcceptableAuth)
 	})
 }
@@ -152,13 +152,7 @@ func TestGostBind(t *testing.T) {
 	t.Run("SpecificPort", func(t *testing.T) {
 		// GOST grants a port asked for exactly, or refuses: a port
 		// taken in between by another process is tried again.
-		ln, port := listenFixedPort(t, socksbind.ListenConfig{Dialer: d}, socksbind.ErrGeneralFailure)
-		assert.Equal(t, netip.AddrPortFrom(loopback4, uint16(port)), addrPort(ln.Addr()))
-
-		peer := dialPeer(t, "127.0.0.1", ln.Addr())
-		c := accept(t, ln)
-		assert.Equal(t, uint16(port), addrPort(c.LocalAddr()).Port())
-		bothWays(t, c, peer)
+		servesFixedPort(t, d, socksbind.ErrGeneralFailure)
 	})
 
 	t.Run("PortInUse", func(t *testing.T) {
@@ -229,11 +223,7 @@ func TestGostBind(t *testing.T) {
 func TestGostBindNotAllowed(t *testing.T) {
 	leakcheck.Check(t)
 	gost := startGost(t, GostConfig{NoBind: true})
-	d := newDialer(t, gost.Addr, nil, nil)
-	ln, err := d.Listen(testContext(t), "tcp", ":0")
-	assert.Nil(t, ln)
-	requireReplyError(t, err, "socks bind", socksbind.CmdBind, socksbind.ReplyNotAllowed,
-		socksbind.ErrNotAllowed, syscall.EACCES)
+	requireBindNotAllowed(t, gost.Addr)
 }
 
 // rawMBIND greets s without authentication, sends MBIND for dst and returns
@@ -278,6 +268,21 @@ func streamHeader(t *testing.T, st io.Reader) ([]byte, netip.AddrPort) {
 	rep, from := rawReply(t, io.TeeReader(st, &raw))
 	require.Equal(t, byte(0x00), rep, "stream header reply code")
 	return raw.Bytes(), from
+}
+
+// mbindPeer runs an MBIND for 0.0.0.0:0 on s with the client's side of the
+// session run by smux, connects a peer from 127.0.0.1 and reads the header
+// of the peer's stream. It returns the session, the bound address, the peer
+// and its stream.
+func mbindPeer(t *testing.T, s *Server) (*smux.Session, netip.AddrPort, net.Conn, *smux.Stream) {
+	t.Helper()
+	c, rep, bnd := rawMBIND(t, s, netip.AddrPortFrom(netip.IPv4Unspecified(), 0))
+	require.Equal(t, byte(0x00), rep, "reply 1")
+	sess := mbindSession(t, c)
+	peer := dialFrom(t, "127.0.0.1", bnd)
+	st := acceptStream(t, sess)
+	streamHeader(t, st)
+	return sess, bnd, peer, st
 }
 
 // smuxFrame is one frame of smux protocol version 1: VER CMD LEN(2, little
@@ -404,12 +409,7 @@ func TestGostMBIND(t *testing.T) {
 
 	t.Run("MiB", func(t *testing.T) {
 		// One MiB each way at once on one stream.
-		c, rep, bnd := rawMBIND(t, gost, any4)
-		require.Equal(t, byte(0x00), rep, "reply 1")
-		sess := mbindSession(t, c)
-		peer := dialFrom(t, "127.0.0.1", bnd)
-		st := acceptStream(t, sess)
-		streamHeader(t, st)
+		_, _, peer, st := mbindPeer(t, gost)
 
 		up := make([]byte, 1<<20)
 		down := make([]byte, 1<<20)
@@ -437,12 +437,7 @@ func TestGostMBIND(t *testing.T) {
 		// GOST passes the client's FIN on to the peer, but then cannot
 		// write on the stream: the peer's answer ends the stream instead
 		// of reaching the client. No half-close over MBIND.
-		c, rep, bnd := rawMBIND(t, gost, any4)
-		require.Equal(t, byte(0x00), rep, "reply 1")
-		sess := mbindSession(t, c)
-		peer := dialFrom(t, "127.0.0.1", bnd)
-		st := acceptStream(t, sess)
-		streamHeader(t, st)
+		_, _, peer, st := mbindPeer(t, gost)
 
 		rawWrite(t, st, []byte("request"))
 		require.NoError(t, st.CloseWrite())
@@ -459,12 +454,7 @@ func TestGostMBIND(t *testing.T) {
 	t.Run("PeerHalfClose", func(t *testing.T) {
 		// The peer's FIN ends the whole stream: GOST closes it, and the
 		// peer reads EOF though the client neither wrote nor closed.
-		c, rep, bnd := rawMBIND(t, gost, any4)
-		require.Equal(t, byte(0x00), rep, "reply 1")
-		sess := mbindSession(t, c)
-		peer := dialFrom(t, "127.0.0.1", bnd)
-		st := acceptStream(t, sess)
-		streamHeader(t, st)
+		_, _, peer, st := mbindPeer(t, gost)
 
 		rawWrite(t, peer, []byte("request"))
 		require.NoError(t, peer.(*net.TCPConn).CloseWrite())
@@ -497,14 +487,9 @@ func TestGostMBIND(t *testing.T) {
 	t.Run("SessionEnd", func(t *testing.T) {
 		// Closing the control connection ends the session: GOST closes
 		// the bound socket and every peer.
-		c, rep, bnd := rawMBIND(t, gost, any4)
-		require.Equal(t, byte(0x00), rep, "reply 1")
-		sess := mbindSession(t, c)
-		peer := dialFrom(t, "127.0.0.1", bnd)
-		st := acceptStream(t, sess)
-		streamHeader(t, st)
+		sess, bnd, peer, _ := mbindPeer(t, gost)
 
-		require.NoError(t, sess.Close()) // closes c
+		require.NoError(t, sess.Close()) // closes the control connection
 		pollGostReleased(t, gost, bnd.Port())
 		_, err := io.ReadAll(peer)
 		require.NoError(t, err, "the peer reads EOF")

@@ -20,6 +20,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/socksbind/socksbind/internal/testkit"
 )
 
 // rawTimeout bounds every raw exchange, so a misbehaving server fails the test
@@ -110,27 +112,32 @@ func rawLogin(t *testing.T, addr, user, pass string) byte {
 	return ans[1]
 }
 
-// echoListener accepts one connection on 127.0.0.1 and echoes it.
-func echoListener(t *testing.T) netip.AddrPort {
+// rawConnect greets the server at addr without authentication, sends
+// CONNECT for target and returns the connection and the reply.
+func rawConnect(t *testing.T, addr string, target netip.AddrPort) (net.Conn, byte, netip.AddrPort) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	done := make(chan struct{})
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-	})
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(rawTimeout))
-		_, _ = io.Copy(c, c)
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
+	c := rawDial(t, addr)
+	rawGreet(t, c)
+	rawWrite(t, c, rawRequest(0x01, target))
+	rep, bnd := rawReply(t, c)
+	return c, rep, bnd
+}
+
+// rawConnectEcho connects through the server at addr to a new echo server,
+// checks that "ping" comes back, and returns the address the CONNECT reply
+// carried.
+func rawConnectEcho(t *testing.T, addr string) netip.AddrPort {
+	t.Helper()
+	c, rep, bnd := rawConnect(t, addr, echoAddr(t))
+	require.Equal(t, byte(0x00), rep, "CONNECT reply")
+	rawWrite(t, c, []byte("ping"))
+	assert.Equal(t, []byte("ping"), rawRead(t, c, 4))
+	return bnd
+}
+
+// echoAddr starts an echo server on 127.0.0.1 and returns its address.
+func echoAddr(t *testing.T) netip.AddrPort {
+	return testkit.Echo(t, "tcp4").Addr().(*net.TCPAddr).AddrPort()
 }
 
 // rawBind sends BIND for 0.0.0.0:0 on a fresh connection and returns the
@@ -158,6 +165,28 @@ func dialFrom(t *testing.T, src string, ap netip.AddrPort) net.Conn {
 	return c
 }
 
+// rawPeer connects a peer from the loopback address src to bnd, the address
+// a BIND on c is bound to, reads reply 2 on c and checks that it names the
+// peer. It returns the peer and the reply code.
+func rawPeer(t *testing.T, c net.Conn, src string, bnd netip.AddrPort) (net.Conn, byte) {
+	t.Helper()
+	peer := dialFrom(t, src, bnd)
+	rep, from := rawReply(t, c)
+	assert.Equal(t, peer.LocalAddr().(*net.TCPAddr).AddrPort(), from, "reply 2 carries the peer")
+	return peer, rep
+}
+
+// rawBindPeer sends BIND for 0.0.0.0:0 to the server at addr, requires
+// reply 1 to succeed and runs rawPeer. It returns the control connection,
+// the bound address, the peer and the code of reply 2.
+func rawBindPeer(t *testing.T, addr, src string) (net.Conn, netip.AddrPort, net.Conn, byte) {
+	t.Helper()
+	c, rep, bnd := rawBind(t, addr)
+	require.Equal(t, byte(0x00), rep, "reply 1")
+	peer, rep := rawPeer(t, c, src, bnd)
+	return c, bnd, peer, rep
+}
+
 func TestHarnessDante(t *testing.T) {
 	s := startDante(t, DanteConfig{})
 	assert.Equal(t, "danted", s.Name)
@@ -171,27 +200,15 @@ func TestHarnessDante(t *testing.T) {
 	})
 
 	t.Run("Connect", func(t *testing.T) {
-		target := echoListener(t)
-		c := rawDial(t, s.Addr)
-		rawGreet(t, c)
-		rawWrite(t, c, rawRequest(0x01, target))
-		rep, bnd := rawReply(t, c)
-		require.Equal(t, byte(0x00), rep, "CONNECT reply")
+		bnd := rawConnectEcho(t, s.Addr)
 		assert.Equal(t, netip.MustParseAddr("127.0.0.1"), bnd.Addr())
-		rawWrite(t, c, []byte("ping"))
-		assert.Equal(t, []byte("ping"), rawRead(t, c, 4))
 	})
 
 	t.Run("Bind", func(t *testing.T) {
-		c, rep, bnd := rawBind(t, s.Addr)
-		require.Equal(t, byte(0x00), rep, "reply 1")
+		c, bnd, peer, rep := rawBindPeer(t, s.Addr, "127.0.0.1")
 		require.Equal(t, netip.MustParseAddr("127.0.0.1"), bnd.Addr())
 		require.NotZero(t, bnd.Port())
-
-		peer := dialFrom(t, "127.0.0.1", bnd)
-		rep, from := rawReply(t, c)
 		require.Equal(t, byte(0x00), rep, "reply 2")
-		assert.Equal(t, peer.LocalAddr().(*net.TCPAddr).AddrPort(), from, "reply 2 carries the peer")
 
 		rawWrite(t, peer, []byte("from peer"))
 		assert.Equal(t, []byte("from peer"), rawRead(t, c, 9))
@@ -212,39 +229,23 @@ func TestHarnessDanteBlockBindReplyFrom(t *testing.T) {
 	s := startDante(t, DanteConfig{BlockBindReplyFrom: "127.0.0.2/32"})
 
 	t.Run("Blocked", func(t *testing.T) {
-		c, rep, bnd := rawBind(t, s.Addr)
-		require.Equal(t, byte(0x00), rep, "reply 1")
-		peer := dialFrom(t, "127.0.0.2", bnd)
-		rep, from := rawReply(t, c)
+		_, _, _, rep := rawBindPeer(t, s.Addr, "127.0.0.2")
 		assert.Equal(t, byte(0x02), rep, "reply 2 for a blocked peer")
-		assert.Equal(t, peer.LocalAddr().(*net.TCPAddr).AddrPort(), from)
 	})
 
 	t.Run("Allowed", func(t *testing.T) {
-		c, rep, bnd := rawBind(t, s.Addr)
-		require.Equal(t, byte(0x00), rep, "reply 1")
-		peer := dialFrom(t, "127.0.0.1", bnd)
-		rep, from := rawReply(t, c)
+		_, _, _, rep := rawBindPeer(t, s.Addr, "127.0.0.1")
 		assert.Equal(t, byte(0x00), rep, "reply 2 for another peer")
-		assert.Equal(t, peer.LocalAddr().(*net.TCPAddr).AddrPort(), from)
 	})
 }
 
 func TestHarnessDanteBlockConnectPort(t *testing.T) {
-	blocked := echoListener(t)
+	blocked := echoAddr(t)
 	s := startDante(t, DanteConfig{BlockConnectPort: int(blocked.Port())})
 
-	c := rawDial(t, s.Addr)
-	rawGreet(t, c)
-	rawWrite(t, c, rawRequest(0x01, blocked))
-	rep, _ := rawReply(t, c)
+	_, rep, _ := rawConnect(t, s.Addr, blocked)
 	assert.Equal(t, byte(0x02), rep, "CONNECT to the blocked port")
-
-	allowed := echoListener(t)
-	c = rawDial(t, s.Addr)
-	rawGreet(t, c)
-	rawWrite(t, c, rawRequest(0x01, allowed))
-	rep, _ = rawReply(t, c)
+	_, rep, _ = rawConnect(t, s.Addr, echoAddr(t))
 	assert.Equal(t, byte(0x00), rep, "CONNECT to another port")
 }
 
@@ -270,10 +271,8 @@ func TestHarnessDanteIPv6(t *testing.T) {
 	require.Equal(t, byte(0x00), rep, "reply 1")
 	require.Equal(t, netip.IPv6Loopback(), bnd.Addr())
 
-	peer := dialFrom(t, "::1", bnd)
-	rep, from := rawReply(t, c)
+	_, rep = rawPeer(t, c, "::1", bnd)
 	assert.Equal(t, byte(0x00), rep, "reply 2")
-	assert.Equal(t, peer.LocalAddr().(*net.TCPAddr).AddrPort(), from)
 
 	// The IPv4 side stays up as well.
 	c4 := rawDial(t, s.Addr)
@@ -288,14 +287,7 @@ func TestHarnessMicrosocks(t *testing.T) {
 		_, rep, _ := rawBind(t, s.Addr)
 		assert.Equal(t, byte(0x07), rep, "BIND is not supported")
 
-		target := echoListener(t)
-		c := rawDial(t, s.Addr)
-		rawGreet(t, c)
-		rawWrite(t, c, rawRequest(0x01, target))
-		rep, _ = rawReply(t, c)
-		require.Equal(t, byte(0x00), rep, "CONNECT reply")
-		rawWrite(t, c, []byte("ping"))
-		assert.Equal(t, []byte("ping"), rawRead(t, c, 4))
+		rawConnectEcho(t, s.Addr)
 	})
 
 	t.Run("Username", func(t *testing.T) {
@@ -330,10 +322,8 @@ func TestHarnessTinyproxy(t *testing.T) {
 	rawWrite(t, c, bindAnyIPv4)
 	rep, bnd := rawReply(t, c)
 	require.Equal(t, byte(0x00), rep, "reply 1 through the tunnel")
-	peer := dialFrom(t, "127.0.0.1", bnd)
-	rep, from := rawReply(t, c)
+	_, rep = rawPeer(t, c, "127.0.0.1", bnd)
 	assert.Equal(t, byte(0x00), rep, "reply 2 through the tunnel")
-	assert.Equal(t, peer.LocalAddr().(*net.TCPAddr).AddrPort(), from)
 }
 
 func TestHarnessGost(t *testing.T) {
@@ -342,23 +332,13 @@ func TestHarnessGost(t *testing.T) {
 		assert.Equal(t, "gost", s.Name)
 		assert.Equal(t, "127.0.0.1:"+strconv.Itoa(s.Port), s.Addr)
 
-		target := echoListener(t)
-		c := rawDial(t, s.Addr)
-		rawGreet(t, c)
-		rawWrite(t, c, rawRequest(0x01, target))
-		rep, _ := rawReply(t, c)
-		require.Equal(t, byte(0x00), rep, "CONNECT reply")
-		rawWrite(t, c, []byte("ping"))
-		assert.Equal(t, []byte("ping"), rawRead(t, c, 4))
+		rawConnectEcho(t, s.Addr)
 
-		c, rep, bnd := rawBind(t, s.Addr)
-		require.Equal(t, byte(0x00), rep, "reply 1: bind=true allows BIND")
+		// bind=true allows BIND.
+		_, bnd, _, rep := rawBindPeer(t, s.Addr, "127.0.0.1")
 		require.Equal(t, netip.MustParseAddr("127.0.0.1"), bnd.Addr())
 		require.NotZero(t, bnd.Port())
-		peer := dialFrom(t, "127.0.0.1", bnd)
-		rep, from := rawReply(t, c)
 		require.Equal(t, byte(0x00), rep, "reply 2")
-		assert.Equal(t, peer.LocalAddr().(*net.TCPAddr).AddrPort(), from, "reply 2 carries the peer")
 	})
 
 	t.Run("Username", func(t *testing.T) {

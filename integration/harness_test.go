@@ -386,25 +386,28 @@ func (s *Server) waitReady(socks bool) error {
 		addrs = append(addrs, s.Addr6)
 	}
 	deadline := time.Now().Add(readyTimeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
 	for _, addr := range addrs {
-		for {
-			err := s.probe(addr, socks, deadline)
-			if err == nil {
-				break
-			}
-			if errors.Is(err, errPortTaken) {
-				return err
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("not ready on %s after %v: %w", addr, readyTimeout, err)
+		var err error
+		exited := false
+		testkit.PollEvery(pollInterval, time.Until(deadline), func() bool {
+			if err = s.probe(addr, socks, deadline); err == nil || errors.Is(err, errPortTaken) {
+				return true
 			}
 			select {
 			case <-s.exited:
-				return fmt.Errorf("%w before it was ready on %s: %v", errExited, addr, s.waitErr)
-			case <-tick.C:
+				exited = true
+			default:
 			}
+			return exited
+		})
+		switch {
+		case err == nil:
+		case errors.Is(err, errPortTaken):
+			return err
+		case exited:
+			return fmt.Errorf("%w before it was ready on %s: %v", errExited, addr, s.waitErr)
+		default:
+			return fmt.Errorf("not ready on %s after %v: %w", addr, readyTimeout, err)
 		}
 	}
 	return nil
@@ -571,18 +574,7 @@ func (s *Server) stop() error {
 // waitGroupGone polls until no live process is left in the process group, or
 // the timeout passes.
 func waitGroupGone(pgid int, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if len(liveGroupMembers(pgid)) == 0 {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		<-tick.C
-	}
+	return testkit.PollEvery(pollInterval, timeout, func() bool { return len(liveGroupMembers(pgid)) == 0 })
 }
 
 // liveGroupMembers lists the processes of the group that are neither gone nor

@@ -22,11 +22,15 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/testkit"
 )
 
 // testTimeout is a safety net against a hung test, never a wait: it bounds
 // contexts, connection deadlines and polls.
 const testTimeout = 20 * time.Second
+
+// pollInterval is how often a poll that dials, or reads a file, looks again.
+const pollInterval = 5 * time.Millisecond
 
 // testContext returns a context that ends with the test, or after
 // testTimeout.
@@ -45,28 +49,16 @@ func newDialer(t testing.TB, addr string, auth *proxy.Auth, forward proxy.Dialer
 	return d
 }
 
-// target is a TCP server on loopback for CONNECT tests. It serves every
-// connection with its handler, records the remote address of each, and
-// stops (closing the listener and waiting for its handlers) when the test
-// ends.
+// target is a TCP server on loopback for CONNECT tests that testkit.Echo
+// does not cover. It serves every connection with its handler, records the
+// remote address of each, and stops (closing the listener and waiting for
+// its handlers) when the test ends.
 type target struct {
-	addr  netip.AddrPort      // the first listener's address
-	peers chan netip.AddrPort // remote address of each accepted connection
+	addr  netip.AddrPort // the first listener's address
+	peers chan net.Addr  // remote address of each accepted connection
 	serve func(*net.TCPConn)
 	lns   []net.Listener
 	wg    sync.WaitGroup
-}
-
-// startEcho starts a target on address ("127.0.0.1:0", "[::1]:0") that
-// echoes every connection and passes the client's half-close on.
-func startEcho(t testing.TB, address string) *target {
-	t.Helper()
-	return startTarget(t, address, func(c *net.TCPConn) {
-		_ = c.SetDeadline(time.Now().Add(testTimeout))
-		if _, err := io.Copy(c, c); err == nil {
-			_ = c.CloseWrite()
-		}
-	})
 }
 
 // startTarget starts a target on address serving each connection with serve,
@@ -77,7 +69,7 @@ func startTarget(t testing.TB, address string, serve func(*net.TCPConn)) *target
 	require.NoError(t, err)
 	tg := &target{
 		addr:  ln.Addr().(*net.TCPAddr).AddrPort(),
-		peers: make(chan netip.AddrPort, 2048),
+		peers: make(chan net.Addr, 2048),
 		serve: serve,
 	}
 	t.Cleanup(func() {
@@ -90,13 +82,20 @@ func startTarget(t testing.TB, address string, serve func(*net.TCPConn)) *target
 	return tg
 }
 
-// startEchoBoth starts an echo target on 127.0.0.1 and ::1 with the same
-// port, for a target name that may resolve to either.
+// startEchoBoth starts a target on 127.0.0.1 and ::1 with the same port, for
+// a target name that may resolve to either. It echoes every connection and
+// passes the client's half-close on, as testkit.Echo does.
 func startEchoBoth(t testing.TB) *target {
 	t.Helper()
+	echo := func(c *net.TCPConn) {
+		_ = c.SetDeadline(time.Now().Add(testTimeout))
+		if _, err := io.Copy(c, c); err == nil {
+			_ = c.CloseWrite()
+		}
+	}
 	for range 20 {
-		tg := startEcho(t, "127.0.0.1:0")
-		ln, err := net.Listen("tcp", net.JoinHostPort("::1", tg.port()))
+		tg := startTarget(t, "127.0.0.1:0", echo)
+		ln, err := net.Listen("tcp", net.JoinHostPort("::1", strconv.Itoa(int(tg.addr.Port()))))
 		if err == nil {
 			tg.run(ln)
 			return tg
@@ -119,7 +118,7 @@ func (tg *target) run(ln net.Listener) {
 				return
 			}
 			select {
-			case tg.peers <- addrPort(c.RemoteAddr()):
+			case tg.peers <- c.RemoteAddr():
 			default:
 			}
 			tg.wg.Add(1)
@@ -132,16 +131,13 @@ func (tg *target) run(ln net.Listener) {
 	}()
 }
 
-// port returns the target's port as text.
-func (tg *target) port() string { return strconv.Itoa(int(tg.addr.Port())) }
-
-// nextPeer returns the remote address of the next connection the target
-// accepted.
-func (tg *target) nextPeer(t testing.TB) netip.AddrPort {
+// nextPeer returns the remote address of the next connection a target or
+// a testkit.EchoServer accepted, from its peers.
+func nextPeer(t testing.TB, peers <-chan net.Addr) netip.AddrPort {
 	t.Helper()
 	select {
-	case p := <-tg.peers:
-		return p
+	case p := <-peers:
+		return addrPort(p)
 	case <-time.After(testTimeout):
 		require.FailNow(t, "the target accepted no connection")
 		return netip.AddrPort{}
@@ -206,12 +202,7 @@ func roundTrip(t testing.TB, c halfCloser, msg string) string {
 func exchange(t testing.TB, c net.Conn, msg string) string {
 	t.Helper()
 	require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
-	_, err := io.WriteString(c, msg)
-	require.NoError(t, err)
-	b := make([]byte, len(msg))
-	_, err = io.ReadFull(c, b)
-	require.NoError(t, err)
-	return string(b)
+	return testkit.Exchange(t, c, msg)
 }
 
 // asConn returns c as the library's *socksbind.Conn.
@@ -240,63 +231,35 @@ func requireReplyError(t testing.TB, err error, op string, cmd socksbind.Command
 	return re
 }
 
+// requireBindNotAllowed checks that a Listen through the proxy at addr
+// fails in the BIND handshake with a reply "not allowed".
+func requireBindNotAllowed(t testing.TB, addr string) {
+	t.Helper()
+	d := newDialer(t, addr, nil, nil)
+	ln, err := d.Listen(testContext(t), "tcp", ":0")
+	assert.Nil(t, ln)
+	requireReplyError(t, err, "socks bind", socksbind.CmdBind, socksbind.ReplyNotAllowed,
+		socksbind.ErrNotAllowed, syscall.EACCES)
+}
+
 // pollRefused dials addr until the dial is refused, and fails the test when
 // it is not within testTimeout. A server closes sockets asynchronously: a
 // dial that still gets through is closed and tried again.
 func pollRefused(t testing.TB, addr net.Addr) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for tries := 1; ; tries++ {
-		c, err := net.DialTimeout("tcp", addr.String(), time.Second)
-		if err == nil {
+	tries := 0
+	var err error
+	refused := testkit.PollEvery(pollInterval, testTimeout, func() bool {
+		tries++
+		var c net.Conn
+		if c, err = net.DialTimeout("tcp", addr.String(), time.Second); err == nil {
 			c.Close()
-		} else if errors.Is(err, syscall.ECONNREFUSED) {
-			if tries > 1 {
-				t.Logf("%v refused after %d dials", addr, tries)
-			}
-			return
 		}
-		if time.Now().After(deadline) {
-			require.FailNow(t, "still accepting", "%v: last dial: %v", addr, err)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
-}
-
-// recordingDialer reaches a proxy directly and hands each connection it
-// made to the test as well, so that the test can look at what arrives on a
-// control connection before the library reads it.
-type recordingDialer struct {
-	conns chan *net.TCPConn
-}
-
-func newRecordingDialer() *recordingDialer {
-	return &recordingDialer{conns: make(chan *net.TCPConn, 16)}
-}
-
-func (r *recordingDialer) Dial(network, addr string) (net.Conn, error) {
-	return r.DialContext(context.Background(), network, addr)
-}
-
-func (r *recordingDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	r.conns <- c.(*net.TCPConn)
-	return c, nil
-}
-
-// next returns the connection the dialer made next.
-func (r *recordingDialer) next(t testing.TB) *net.TCPConn {
-	t.Helper()
-	select {
-	case c := <-r.conns:
-		return c
-	default:
-		require.FailNow(t, "no connection was made")
-		return nil
+		return errors.Is(err, syscall.ECONNREFUSED)
+	})
+	require.True(t, refused, "%v still accepting; last dial: %v", addr, err)
+	if tries > 1 {
+		t.Logf("%v refused after %d dials", addr, tries)
 	}
 }
 
@@ -307,24 +270,19 @@ func peekQueued(t testing.TB, c *net.TCPConn, n int) []byte {
 	rc, err := c.SyscallConn()
 	require.NoError(t, err)
 	buf := make([]byte, n)
-	deadline := time.Now().Add(testTimeout)
-	for {
-		var got int
+	var got int
+	queued := testkit.Poll(testTimeout, func() bool {
 		var rerr error
 		require.NoError(t, rc.Control(func(fd uintptr) {
 			got, rerr = peek(fd, buf)
 		}))
-		if rerr != nil && !errors.Is(rerr, syscall.EAGAIN) {
+		if !errors.Is(rerr, syscall.EAGAIN) {
 			require.NoError(t, rerr)
 		}
-		if got >= n {
-			return buf
-		}
-		if time.Now().After(deadline) {
-			require.FailNow(t, "bytes not queued", "want %d bytes queued, have %d", n, got)
-		}
-		time.Sleep(time.Millisecond) // poll interval
-	}
+		return got >= n
+	})
+	require.True(t, queued, "bytes not queued: want %d bytes queued, have %d", n, got)
+	return buf
 }
 
 // listenFixedPort listens through lc on a port of the proxy's that was free

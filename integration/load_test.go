@@ -142,9 +142,8 @@ func TestLoadBindDante(t *testing.T) {
 	t.Logf("%d connections accepted and checked after %v", listeners, time.Since(began).Round(time.Millisecond))
 
 	// Each listener re-armed after its connection: a new BIND waits.
-	for deadline := time.Now().Add(testTimeout); rearmed.Load() < listeners; time.Sleep(5 * time.Millisecond) {
-		require.True(t, time.Now().Before(deadline), "%d of %d listeners re-armed", rearmed.Load(), listeners)
-	}
+	require.True(t, testkit.Poll(testTimeout, func() bool { return rearmed.Load() >= listeners }),
+		"%d of %d listeners re-armed", rearmed.Load(), listeners)
 	assert.EqualValues(t, listeners, rearmed.Load())
 	for _, ln := range lns {
 		require.NoError(t, ln.Close())

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
-
-	"github.com/socksbind/socksbind"
 )
 
 // 3,000 peers connect at once to http.Serve on an MBIND listener: every
@@ -25,9 +23,7 @@ func TestMBINDGostBurst(t *testing.T) {
 	for _, v := range []int{1, 2} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			t.Parallel()
-			s := startGost(t, gostMux(v))
-			d := newDialer(t, s.Addr, nil, nil)
-			ln := listen(t, d, socksbind.ListenConfig{Multiplex: socksbind.MultiplexOn}, ":0")
+			ln := listenMux(t, v)
 			serveHTTP(t, ln)
 			const peers = 3000
 			client := newClient(t, 60*time.Second)

@@ -32,6 +32,15 @@ func gostMux(version int) GostConfig {
 	return GostConfig{}
 }
 
+// listenMux starts GOST with smux version v and returns an MBIND listener
+// on it, closed when the test ends.
+func listenMux(t *testing.T, v int) *socksbind.Listener {
+	t.Helper()
+	s := startGost(t, gostMux(v))
+	d := newDialer(t, s.Addr, nil, nil)
+	return listen(t, d, socksbind.ListenConfig{Multiplex: socksbind.MultiplexOn}, ":0")
+}
+
 // newClient is an HTTP client that opens a connection per request, with
 // timeout, closed when the test ends.
 func newClient(t *testing.T, timeout time.Duration) *http.Client {
@@ -62,9 +71,7 @@ func TestMBINDGostSlowReader(t *testing.T) {
 	for _, v := range []int{1, 2} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			t.Parallel()
-			s := startGost(t, gostMux(v))
-			d := newDialer(t, s.Addr, nil, nil)
-			ln := listen(t, d, socksbind.ListenConfig{Multiplex: socksbind.MultiplexOn}, ":0")
+			ln := listenMux(t, v)
 			stalled := make(chan struct{})
 			release := make(chan struct{})
 			served := make(chan error, 1)

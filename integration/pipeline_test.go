@@ -33,8 +33,8 @@ func pipelinedDialer(t testing.TB, addr string, auth *proxy.Auth) *socksbind.Dia
 // checkPipelined runs CONNECT and a BIND listener through d.
 func checkPipelined(t *testing.T, d *socksbind.Dialer) {
 	t.Helper()
-	echo := startEcho(t, "127.0.0.1:0")
-	c, err := d.DialContext(testContext(t), "tcp", echo.addr.String())
+	echo := testkit.Echo(t, "tcp4")
+	c, err := d.DialContext(testContext(t), "tcp", echo.Addr().String())
 	require.NoError(t, err)
 	defer c.Close()
 	require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
@@ -141,7 +141,7 @@ func (opaqueNoAuth) Authenticate(context.Context, io.ReadWriter) error { return 
 //
 //	SOCKSBIND_INTEGRATION=require go test -run '^$' -bench RTTReal -benchtime 15x ./integration/
 func BenchmarkRTTReal(b *testing.B) {
-	echo := startEcho(b, "127.0.0.1:0")
+	echo := testkit.Echo(b, "tcp4")
 	gostAuth := &proxy.Auth{User: "alice", Password: "s3cret"}
 	servers := []struct {
 		name  string
@@ -182,7 +182,7 @@ func BenchmarkRTTReal(b *testing.B) {
 					var total time.Duration
 					for b.Loop() {
 						start := time.Now()
-						conn, err := c.d.DialContext(context.Background(), "tcp", echo.addr.String())
+						conn, err := c.d.DialContext(context.Background(), "tcp", echo.Addr().String())
 						total += time.Since(start)
 						require.NoError(b, err)
 						conn.Close()

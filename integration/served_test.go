@@ -10,6 +10,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -29,11 +30,7 @@ func TestServedOf200(t *testing.T) {
 	}
 	inProcess := func(configure func(*socks5test.Server)) func(t *testing.T) *socksbind.Dialer {
 		return func(t *testing.T) *socksbind.Dialer {
-			srv := socks5test.NewUnstartedServer()
-			configure(srv)
-			srv.Start()
-			t.Cleanup(srv.Close)
-			return newDialer(t, srv.Addr(), nil, nil)
+			return newDialer(t, testkit.Proxy(t, configure).Addr(), nil, nil)
 		}
 	}
 	setups := []setup{

@@ -68,6 +68,15 @@ func listenPacketVia(t *testing.T, srv *Server, mode socksbind.UDPMode) *socksbi
 	return pc.(*socksbind.PacketConn)
 }
 
+// open starts a UDP echo server on 127.0.0.1 and the proxy, and returns the
+// echo's address, the proxy and a PacketConn through it.
+func (p udpProxy) open(t *testing.T) (netip.AddrPort, *Server, *socksbind.PacketConn) {
+	t.Helper()
+	echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
+	srv := p.start(t)
+	return echo, srv, listenPacketVia(t, srv, p.mode)
+}
+
 // TestUDPDatagrams sends 10,000 datagrams of 1 to 65,000 bytes to a UDP
 // echo through each proxy and compares each reply byte for byte.
 //
@@ -89,9 +98,7 @@ func TestUDPDatagrams(t *testing.T) {
 	for _, p := range udpProxies {
 		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
-			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
-			srv := p.start(t)
-			pc := listenPacketVia(t, srv, p.mode)
+			echo, _, pc := p.open(t)
 			to := net.UDPAddrFromAddrPort(echo)
 
 			const count = 10000
@@ -213,9 +220,7 @@ func TestUDPProxyRestart(t *testing.T) {
 	for _, p := range udpProxies {
 		t.Run(p.name, func(t *testing.T) {
 			leakcheck.Check(t)
-			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
-			srv := p.start(t)
-			pc := listenPacketVia(t, srv, p.mode)
+			echo, srv, pc := p.open(t)
 			require.NoError(t, pc.SetReadDeadline(time.Now().Add(testTimeout)))
 			_, err := pc.WriteTo([]byte("before"), net.UDPAddrFromAddrPort(echo))
 			require.NoError(t, err)
@@ -264,9 +269,7 @@ func TestUDPForeignSource(t *testing.T) {
 	for _, p := range udpProxies[:2] {
 		t.Run(p.name, func(t *testing.T) {
 			leakcheck.Check(t)
-			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
-			srv := p.start(t)
-			pc := listenPacketVia(t, srv, p.mode)
+			echo, _, pc := p.open(t)
 			to := net.UDPAddrFromAddrPort(echo)
 			buf := make([]byte, 100)
 			require.NoError(t, pc.SetReadDeadline(time.Now().Add(testTimeout)))
@@ -296,26 +299,28 @@ func TestUDPForeignSource(t *testing.T) {
 // TestUDPRefused: microsocks has no UDP; GOST without udp=true refuses both
 // commands with reply 2.
 func TestUDPRefused(t *testing.T) {
-	t.Run("Microsocks", func(t *testing.T) {
-		leakcheck.Check(t)
-		ms := startMicrosocks(t, "", "")
-		for _, mode := range []socksbind.UDPMode{socksbind.UDPAssociate, socksbind.UDPTunnel, socksbind.UDPAuto} {
-			d := newDialer(t, ms.Addr, nil, nil)
-			d.UDP = mode
-			_, err := d.ListenPacket(testContext(t), "udp", "")
-			requireReplyErrorCmd(t, err, socksbind.ReplyCommandNotSupported, socksbind.ErrCommandNotSupported, mode)
-		}
-	})
-	t.Run("GostWithoutUDP", func(t *testing.T) {
-		leakcheck.Check(t)
-		g := startGost(t, GostConfig{})
-		for _, mode := range []socksbind.UDPMode{socksbind.UDPAssociate, socksbind.UDPTunnel, socksbind.UDPAuto} {
-			d := newDialer(t, g.Addr, nil, nil)
-			d.UDP = mode
-			_, err := d.ListenPacket(testContext(t), "udp", "")
-			requireReplyErrorCmd(t, err, socksbind.ReplyNotAllowed, socksbind.ErrNotAllowed, mode)
-		}
-	})
+	for _, tc := range []struct {
+		name     string
+		start    func(t *testing.T) *Server
+		rep      socksbind.Reply
+		sentinel error
+	}{
+		{"Microsocks", func(t *testing.T) *Server { return startMicrosocks(t, "", "") },
+			socksbind.ReplyCommandNotSupported, socksbind.ErrCommandNotSupported},
+		{"GostWithoutUDP", func(t *testing.T) *Server { return startGost(t, GostConfig{}) },
+			socksbind.ReplyNotAllowed, socksbind.ErrNotAllowed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leakcheck.Check(t)
+			s := tc.start(t)
+			for _, mode := range []socksbind.UDPMode{socksbind.UDPAssociate, socksbind.UDPTunnel, socksbind.UDPAuto} {
+				d := newDialer(t, s.Addr, nil, nil)
+				d.UDP = mode
+				_, err := d.ListenPacket(testContext(t), "udp", "")
+				requireReplyErrorCmd(t, err, tc.rep, tc.sentinel, mode)
+			}
+		})
+	}
 	t.Run("DanteTun", func(t *testing.T) {
 		leakcheck.Check(t)
 		dante := startDante(t, DanteConfig{})
@@ -392,9 +397,7 @@ func TestUDPByName(t *testing.T) {
 	for _, p := range udpProxies {
 		t.Run(p.name, func(t *testing.T) {
 			leakcheck.Check(t)
-			echo := udptest.Echo(t, "udp4", "127.0.0.1:0")
-			srv := p.start(t)
-			pc := listenPacketVia(t, srv, p.mode)
+			echo, _, pc := p.open(t)
 			require.NoError(t, pc.SetReadDeadline(time.Now().Add(testTimeout)))
 			_, err := pc.WriteTo([]byte("by name"), nameAddr(fmt.Sprintf("localhost:%d", echo.Port())))
 			require.NoError(t, err)

@@ -110,11 +110,11 @@ var chains = []struct {
 	}},
 	{"socks5h over a plain proxy.Dialer", func(t *testing.T) chain {
 		last := startSOCKS(t, nil, socks5test.BindReuse)
-		fwd := &recorder{}
+		fwd := newRecorder()
 		d, err := FromURL(mustParse(t, "socks5h://"+last.Addr()), plainOf{fwd})
 		require.NoError(t, err)
 		return chain{d: d.(ListenDialer), check: func(t *testing.T, target string) {
-			for _, a := range fwd.dialed() {
+			for _, a := range fwd.Addresses() {
 				assert.Equal(t, last.Addr(), a)
 			}
 			assertSOCKS(t, last, target, "")
@@ -234,14 +234,13 @@ func TestCancelFirstHop(t *testing.T) {
 			return hop
 		}},
 		{"socks5 greeting unanswered", func(t *testing.T, stalled chan<- struct{}) proxy.Dialer {
-			srv := socks5test.NewUnstartedServer()
-			srv.Hooks.Fault = func(stage socks5test.Stage, c net.Conn, _ *socks5test.Request) bool {
-				stalled <- struct{}{}
-				io.Copy(io.Discard, c)
-				return true
-			}
-			srv.Start()
-			t.Cleanup(srv.Close)
+			srv := testkit.Proxy(t, func(srv *socks5test.Server) {
+				srv.Hooks.Fault = func(stage socks5test.Stage, c net.Conn, _ *socks5test.Request) bool {
+					stalled <- struct{}{}
+					io.Copy(io.Discard, c)
+					return true
+				}
+			})
 			hop, err := FromURL(mustParse(t, "socks5h://"+srv.Addr()), nil)
 			require.NoError(t, err)
 			return hop

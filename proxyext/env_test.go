@@ -36,8 +36,12 @@ type envServers struct {
 	port                     string
 }
 
-func newEnvServers(t *testing.T) *envServers {
+// newEnvServers empties the proxy variables for the test, starts the
+// proxies an environment case can name, and sets the variables of env with
+// the names in their values expanded.
+func newEnvServers(t *testing.T, env map[string]string) *envServers {
 	t.Helper()
+	clearEnv(t)
 	s := &envServers{
 		socks:     startSOCKS(t, nil, socks5test.BindReuse),
 		socks2:    startSOCKS(t, nil, socks5test.BindReuse),
@@ -47,10 +51,12 @@ func newEnvServers(t *testing.T) *envServers {
 		https:     startHTTP(t, nil, true),
 		port:      testkit.Port(testkit.Echo(t, "tcp").Addr()),
 	}
-	s.socksNoBind = socks5test.NewUnstartedServer()
-	s.socksNoBind.Rules = []socks5test.Rule{socks5test.RefuseCommand(socksbind.CmdBind, socksbind.ReplyNotAllowed)}
-	s.socksNoBind.Start()
-	t.Cleanup(s.socksNoBind.Close)
+	s.socksNoBind = testkit.Proxy(t, func(srv *socks5test.Server) {
+		srv.Rules = []socks5test.Rule{socks5test.RefuseCommand(socksbind.CmdBind, socksbind.ReplyNotAllowed)}
+	})
+	for k, v := range env {
+		t.Setenv(k, s.expand(v))
+	}
 	return s
 }
 
@@ -152,17 +158,13 @@ func TestEnvironment(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			leakcheck.Check(t)
-			clearEnv(t)
-			s := newEnvServers(t)
-			for k, v := range tt.env {
-				t.Setenv(k, s.expand(v))
-			}
+			s := newEnvServers(t, tt.env)
 			target := s.expand(tt.target)
 			if target == "" {
 				target = net.JoinHostPort(echoName, s.port)
 			}
 
-			fwd := &recorder{}
+			fwd := newRecorder()
 			d, err := FromEnvironmentUsing(fwd)
 			plain, plainErr := FromEnvironment()
 			if tt.wantConfigErr != "" {
@@ -210,7 +212,7 @@ func TestEnvironment(t *testing.T) {
 
 			if tt.wantVia == "direct" {
 				assert.Empty(t, s.saw(), "no proxy saw the request")
-				assert.Equal(t, []string{target}, fwd.dialed(), "the forward dialer dialed the target")
+				assert.Equal(t, []string{target}, fwd.Addresses(), "the forward dialer dialed the target")
 				return
 			}
 			assert.Equal(t, []string{tt.wantVia}, s.saw())
@@ -220,7 +222,7 @@ func TestEnvironment(t *testing.T) {
 				assert.Equal(t, tt.wantType, kindOf(req.Dst))
 				assert.Equal(t, tt.wantUser, req.User)
 				assert.Equal(t, map[string]string{"socks": s.socks.Addr(), "socks2": s.socks2.Addr(), "socksAuth": s.socksAuth.Addr()}[tt.wantVia],
-					fwd.dialed()[0], "the proxy is reached through the forward dialer")
+					fwd.Addresses()[0], "the proxy is reached through the forward dialer")
 			case "http", "httpAuth", "https":
 				srv := map[string]*connectproxy.Server{"http": s.http, "httpAuth": s.httpAuth, "https": s.https}[tt.wantVia]
 				reqs := srv.Requests()
@@ -239,15 +241,12 @@ func TestEnvironmentReadAtCallTime(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, proxy.Direct, d)
 
-	t.Setenv("ALL_PROXY", "socks5h://127.0.0.1:1081")
-	d, err = FromEnvironment()
-	require.NoError(t, err)
-	assert.Equal(t, "socks5h://127.0.0.1:1081", d.(interface{ String() string }).String())
-
-	t.Setenv("ALL_PROXY", "http://127.0.0.1:3128")
-	d, err = FromEnvironment()
-	require.NoError(t, err)
-	assert.Equal(t, "http://127.0.0.1:3128", d.(interface{ String() string }).String())
+	for _, all := range []string{"socks5h://127.0.0.1:1081", "http://127.0.0.1:3128"} {
+		t.Setenv("ALL_PROXY", all)
+		d, err = FromEnvironment()
+		require.NoError(t, err)
+		assert.Equal(t, all, d.(interface{ String() string }).String())
+	}
 
 	t.Setenv("NO_PROXY", "proxyext.test")
 	assert.True(t, d.(*envDialer).useProxy(echoName+":80"), "a dialer keeps the NO_PROXY of its call")
@@ -306,11 +305,7 @@ func TestListen(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			leakcheck.Check(t)
-			clearEnv(t)
-			s := newEnvServers(t)
-			for k, v := range tt.env {
-				t.Setenv(k, s.expand(v))
-			}
+			s := newEnvServers(t, tt.env)
 			listen := Listen
 			if tt.proxy {
 				listen = ListenProxy

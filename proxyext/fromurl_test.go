@@ -30,22 +30,24 @@ import (
 // given users (nil for no authentication) and BIND mode.
 func startSOCKS(t *testing.T, users map[string]string, mode socks5test.BindMode) *socks5test.Server {
 	t.Helper()
-	srv := socks5test.NewUnstartedServer()
-	srv.Users = users
-	srv.BindMode = mode
-	srv.Hosts = map[string]netip.Addr{echoName: loopback4, httpName: loopback4}
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return srv
+	return testkit.Proxy(t, func(srv *socks5test.Server) {
+		srv.Users = users
+		srv.BindMode = mode
+		srv.Hosts = map[string]netip.Addr{echoName: loopback4, httpName: loopback4}
+	})
 }
 
 // startHTTP starts an HTTP CONNECT proxy that knows the test names, with
-// the given users (nil for no authentication), over TLS or not.
-func startHTTP(t *testing.T, users map[string]string, secure bool) *connectproxy.Server {
+// the given users (nil for no authentication), over TLS or not, after
+// configure set it up further.
+func startHTTP(t *testing.T, users map[string]string, secure bool, configure ...func(*connectproxy.Server)) *connectproxy.Server {
 	t.Helper()
 	cp := connectproxy.NewUnstartedServer()
 	cp.Users = users
 	cp.Hosts = map[string]netip.Addr{echoName: loopback4, httpName: loopback4}
+	for _, f := range configure {
+		f(cp)
+	}
 	if secure {
 		cp.StartTLS()
 	} else {
@@ -181,7 +183,7 @@ func TestFromURL(t *testing.T) {
 		assert.Error(t, err)
 	})
 	t.Run("forward", func(t *testing.T) {
-		fwd := &recorder{}
+		fwd := newRecorder()
 		for _, raw := range []string{"socks5h://127.0.0.1", "proxyexttest://127.0.0.1"} {
 			d, err := FromURL(mustParse(t, raw), fwd)
 			require.NoError(t, err)
@@ -284,17 +286,11 @@ func TestHTTPConnect(t *testing.T) {
 			if tt.target == "closed" {
 				target = refusedAddr(t)
 			}
-			cp := connectproxy.NewUnstartedServer()
-			cp.Users = tt.users
-			if tt.refuse != 0 {
-				cp.Refuse = func(*connectproxy.Request) int { return tt.refuse }
-			}
-			if tt.tls {
-				cp.StartTLS()
-			} else {
-				cp.Start()
-			}
-			t.Cleanup(cp.Close)
+			cp := startHTTP(t, tt.users, tt.tls, func(cp *connectproxy.Server) {
+				if tt.refuse != 0 {
+					cp.Refuse = func(*connectproxy.Request) int { return tt.refuse }
+				}
+			})
 			u := mustParse(t, cp.URL)
 			if tt.userinfo != "" {
 				u = mustParse(t, u.Scheme+"://"+tt.userinfo+u.Host)
@@ -435,10 +431,7 @@ func TestSOCKS5Dialer(t *testing.T) {
 // same proxy is asked for a standard BIND.
 func TestListenConfig(t *testing.T) {
 	leakcheck.Check(t)
-	srv := socks5test.NewUnstartedServer()
-	srv.Multiplex = true
-	srv.Start()
-	t.Cleanup(srv.Close)
+	srv := testkit.Proxy(t, func(srv *socks5test.Server) { srv.Multiplex = true })
 	for _, tt := range []struct {
 		query string
 		want  socksbind.Command

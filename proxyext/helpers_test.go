@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,7 +23,6 @@ import (
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/connectproxy"
 	"github.com/socksbind/socksbind/internal/hostile"
-	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/testkit"
 )
 
@@ -254,39 +252,10 @@ func (f *fakeResolver) answer(msg []byte) ([]byte, error) {
 	return b.Finish()
 }
 
-// recorder is a forward dialer that records every address it is asked for
-// and dials the test names at 127.0.0.1, so that "direct" connections to
-// them need no DNS. It dials nothing but loopback: other addresses fail.
-type recorder struct {
-	mu    sync.Mutex
-	addrs []string
-}
-
-func (r *recorder) Dial(network, address string) (net.Conn, error) {
-	return r.DialContext(context.Background(), network, address)
-}
-
-func (r *recorder) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	r.mu.Lock()
-	r.addrs = append(r.addrs, address)
-	r.mu.Unlock()
-	host, port, err := net.SplitHostPort(address)
-	if err != nil {
-		return nil, err
-	}
-	switch ip, _ := netip.ParseAddr(host); {
-	case host == echoName || host == httpName:
-		address = net.JoinHostPort(loopback4.String(), port)
-	case host == "localhost" || ip.IsLoopback():
-	default:
-		return nil, &net.OpError{Op: "dial", Net: network, Addr: netutil.TextAddr(address), Err: errors.New("not a loopback address")}
-	}
-	var d net.Dialer
-	return d.DialContext(ctx, network, address)
-}
-
-func (r *recorder) dialed() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.addrs...)
+// newRecorder returns a forward dialer that records every address it is
+// asked for and dials the test names at 127.0.0.1, so that "direct"
+// connections to them need no DNS. It dials nothing but loopback: other
+// addresses fail.
+func newRecorder() *testkit.Dialer {
+	return &testkit.Dialer{Hosts: map[string]string{echoName: loopback4.String(), httpName: loopback4.String()}}
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -178,44 +177,6 @@ func TestHTTPConnectProxyTextEscaped(t *testing.T) {
 	}
 }
 
-// recordingDialer is a forward dialer that records the deadline of the
-// context it dials under and of the connection it returns.
-type recordingDialer struct {
-	mu                 sync.Mutex
-	dialDeadline       time.Time
-	connDeadlines      []time.Time
-	dialHadNoDeadlines bool
-}
-
-func (r *recordingDialer) Dial(network, address string) (net.Conn, error) {
-	return r.DialContext(context.Background(), network, address)
-}
-
-func (r *recordingDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	dl, ok := ctx.Deadline()
-	r.mu.Lock()
-	r.dialDeadline, r.dialHadNoDeadlines = dl, !ok
-	r.mu.Unlock()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, network, address)
-	if err != nil {
-		return nil, err
-	}
-	return &deadlineConn{Conn: c, r: r}, nil
-}
-
-type deadlineConn struct {
-	net.Conn
-	r *recordingDialer
-}
-
-func (c *deadlineConn) SetDeadline(t time.Time) error {
-	c.r.mu.Lock()
-	c.r.connDeadlines = append(c.r.connDeadlines, t)
-	c.r.mu.Unlock()
-	return c.Conn.SetDeadline(t)
-}
-
 // TestHTTPConnectDefaultTimeout checks that the HTTP hop bounds a
 // handshake by socksbind.DefaultHandshakeTimeout when the caller's context
 // has no deadline: the dial and the connection get a deadline about 30 s
@@ -224,7 +185,7 @@ func TestHTTPConnectDefaultTimeout(t *testing.T) {
 	leakcheck.Check(t)
 	cp := startHTTP(t, nil, false)
 	port := testkit.Port(testkit.Echo(t, "tcp").Addr())
-	rec := &recordingDialer{}
+	rec := &testkit.Dialer{}
 	d, err := FromURL(mustParse(t, cp.URL), rec)
 	require.NoError(t, err)
 
@@ -233,15 +194,15 @@ func TestHTTPConnectDefaultTimeout(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close()
 
-	rec.mu.Lock()
 	want := start.Add(socksbind.DefaultHandshakeTimeout)
-	assert.False(t, rec.dialHadNoDeadlines, "the dial to the proxy has a deadline")
-	assert.WithinDuration(t, want, rec.dialDeadline, 5*time.Second)
-	if assert.Len(t, rec.connDeadlines, 2, "the handshake sets a deadline and clears it") {
-		assert.WithinDuration(t, want, rec.connDeadlines[0], 5*time.Second)
-		assert.True(t, rec.connDeadlines[1].IsZero(), "no deadline is left on the connection")
+	dials := rec.Dials()
+	require.Len(t, dials, 1)
+	assert.False(t, dials[0].Deadline.IsZero(), "the dial to the proxy has a deadline")
+	assert.WithinDuration(t, want, dials[0].Deadline, 5*time.Second)
+	if dls := dials[0].Conn.Deadlines(); assert.Len(t, dls, 2, "the handshake sets a deadline and clears it") {
+		assert.WithinDuration(t, want, dls[0], 5*time.Second)
+		assert.True(t, dls[1].IsZero(), "no deadline is left on the connection")
 	}
-	rec.mu.Unlock()
 	assertEcho(t, c)
 
 	t.Run("an earlier deadline of the caller wins", func(t *testing.T) {
@@ -251,9 +212,8 @@ func TestHTTPConnectDefaultTimeout(t *testing.T) {
 		c, err := d.(proxy.ContextDialer).DialContext(ctx, "tcp", "127.0.0.1:"+port)
 		require.NoError(t, err)
 		c.Close()
-		rec.mu.Lock()
-		defer rec.mu.Unlock()
-		assert.Equal(t, dl, rec.dialDeadline)
+		dials := rec.Dials()
+		assert.Equal(t, dl, dials[len(dials)-1].Deadline)
 	})
 }
 

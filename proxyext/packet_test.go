@@ -12,6 +12,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/internal/udptest"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -20,11 +21,7 @@ import (
 // (assoc false: UDP-TUN only).
 func udpServer(t *testing.T, assoc bool) *socks5test.Server {
 	t.Helper()
-	srv := socks5test.NewUnstartedServer()
-	srv.UDP, srv.UDPTun = assoc, true
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return srv
+	return testkit.Proxy(t, func(srv *socks5test.Server) { srv.UDP, srv.UDPTun = assoc, true })
 }
 
 // echoThrough sends a datagram to an echo server through pc and checks

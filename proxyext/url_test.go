@@ -52,13 +52,13 @@ func TestURLMisreadings(t *testing.T) {
 			if perr != nil {
 				return // the caller's parse failed: nothing to hand FromURL
 			}
-			rec := &recorder{}
+			rec := newRecorder()
 			d, err := FromURL(u, rec)
 			require.Error(t, err, "FromURL accepted %v", d)
 			assert.Contains(t, err.Error(), tt.wantErr)
 			assert.NotContains(t, err.Error(), pass)
 			assert.NotContains(t, fmt.Sprintf("%v %+v %#v %s %q", err, err, err, err, err), pass)
-			assert.Empty(t, rec.dialed())
+			assert.Empty(t, rec.Addresses())
 		})
 	}
 

@@ -25,7 +25,7 @@ var statusLine = regexp.MustCompile(`^level=INFO msg="status served" addr=(\S+) 
 // runAll runs the program's tunnels and status server as main does, with
 // args, and returns the log and the address of the status server. The
 // test's cleanup stops them.
-func runAll(t *testing.T, args ...string) (*logLines, string) {
+func runAll(t *testing.T, args ...string) (logLines, string) {
 	t.Helper()
 	cfg, err := parseArgs(args, io.Discard)
 	require.NoError(t, err)
@@ -39,10 +39,10 @@ func runAll(t *testing.T, args ...string) (*logLines, string) {
 		case err := <-done:
 			assert.NoError(t, err)
 		case <-time.After(testTimeout):
-			t.Errorf("run did not return; the log:\n%s", logs.text())
+			t.Errorf("run did not return; the log:\n%s", logs.String())
 		}
 		if t.Failed() {
-			t.Logf("the log:\n%s", logs.text())
+			t.Logf("the log:\n%s", logs.String())
 		}
 	})
 	return logs, logs.next(t, statusLine)[1]
@@ -51,24 +51,13 @@ func runAll(t *testing.T, args ...string) (*logLines, string) {
 // getReady returns the status code and body of /ready.
 func getReady(t *testing.T, addr string) (int, string) {
 	t.Helper()
-	client := &http.Client{Timeout: testTimeout}
-	resp, err := client.Get("http://" + addr + "/ready")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(body)
+	return testkit.Get(t, "http://"+addr+"/ready", testTimeout)
 }
 
-// pollReady polls /ready until it answers code.
+// pollReady polls /ready until it answers code, and returns the body.
 func pollReady(t *testing.T, addr string, code int) string {
 	t.Helper()
-	var got int
-	var body string
-	if !testkit.Poll(testTimeout, func() bool { got, body = getReady(t, addr); return got == code }) {
-		t.Fatalf("/ready still answers %d: %s", got, body)
-	}
-	return body
+	return testkit.PollGet(t, "http://"+addr+"/ready", code, testTimeout)
 }
 
 // TestStatus runs three tunnels: one serves, one's service is down, and
@@ -76,7 +65,7 @@ func pollReady(t *testing.T, addr string, code int) string {
 // until the third is armed, then 200; /metrics counts what the test sent.
 func TestStatus(t *testing.T) {
 	leakcheck.Check(t)
-	srv := startProxy(t, func(s *socks5test.Server) { s.Multiplex = true })
+	srv := testkit.Proxy(t, func(s *socks5test.Server) { s.Multiplex = true })
 	echo := testkit.Echo(t, "tcp").Addr().String()
 	down := refusedAddr(t)
 	held, err := net.Listen("tcp", "127.0.0.1:0")
@@ -158,7 +147,7 @@ func TestStatus(t *testing.T) {
 // armed: it is logged, and /ready stays 200.
 func TestSpoiledStream(t *testing.T) {
 	leakcheck.Check(t)
-	srv := startProxy(t, func(s *socks5test.Server) {
+	srv := testkit.Proxy(t, func(s *socks5test.Server) {
 		s.Multiplex = true
 		s.MultiplexNoHeader = true // the peer's bytes come where the reply should
 	})

@@ -33,6 +33,9 @@ import (
 // testTimeout is a safety net against a hung test, never a wait.
 const testTimeout = 10 * time.Second
 
+// pollInterval is how often a poll that dials looks again.
+const pollInterval = 5 * time.Millisecond
+
 // The lines of the log that the tests read, as slog's text format writes
 // them without the time.
 var (
@@ -56,54 +59,24 @@ func testLogger(w io.Writer) *slog.Logger {
 
 // logLines is the tunnel's log as the test reads it: line by line, each
 // taken once, in any order.
-type logLines struct {
-	mu     sync.Mutex // guards lines and taken
-	lines  []string
-	taken  []bool
-	notify chan struct{} // a line was added
-}
+type logLines struct{ *testkit.Lines }
 
-func newLogLines() *logLines { return &logLines{notify: make(chan struct{}, 1)} }
-
-// Write takes a line of the logger, which writes each in one call.
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	l.lines = append(l.lines, strings.TrimSuffix(string(p), "\n"))
-	l.taken = append(l.taken, false)
-	l.mu.Unlock()
-	select {
-	case l.notify <- struct{}{}:
-	default:
-	}
-	return len(p), nil
-}
+func newLogLines() logLines { return logLines{testkit.NewLines()} }
 
 // next takes the first line not taken yet that matches re, waiting for it,
 // and returns its submatches.
-func (l *logLines) next(t *testing.T, re *regexp.Regexp) []string {
+func (l logLines) next(t *testing.T, re *regexp.Regexp) []string {
 	t.Helper()
-	deadline := time.After(testTimeout)
-	for {
-		l.mu.Lock()
-		for i, line := range l.lines {
-			if m := re.FindStringSubmatch(line); m != nil && !l.taken[i] {
-				l.taken[i] = true
-				l.mu.Unlock()
-				return m
-			}
-		}
-		l.mu.Unlock()
-		select {
-		case <-l.notify:
-		case <-deadline:
-			require.FailNow(t, "no such line in the log", "%v; the log:\n%s", re, l.text())
-		}
+	m := l.Take(re, testTimeout, nil)
+	if m == nil {
+		require.FailNow(t, "no such line in the log", "%v; the log:\n%s", re, l)
 	}
+	return m
 }
 
 // nextConn takes the next connection line, and returns the bytes up and
 // down and the error text.
-func (l *logLines) nextConn(t *testing.T) (up, down int, errText string) {
+func (l logLines) nextConn(t *testing.T) (up, down int, errText string) {
 	t.Helper()
 	m := l.next(t, connLine)
 	up, _ = strconv.Atoi(m[2])
@@ -116,25 +89,10 @@ func (l *logLines) nextConn(t *testing.T) (up, down int, errText string) {
 	return up, down, errText
 }
 
-// count returns how many lines match re, taken or not.
-func (l *logLines) count(re *regexp.Regexp) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, line := range l.lines {
-		if re.MatchString(line) {
-			n++
-		}
-	}
-	return n
-}
-
 // lineOf returns the whole line that begins with prefix.
-func (l *logLines) lineOf(t *testing.T, prefix string) string {
+func (l logLines) lineOf(t *testing.T, prefix string) string {
 	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, line := range l.lines {
+	for _, line := range l.All() {
 		if strings.HasPrefix(line, prefix) {
 			return line
 		}
@@ -143,15 +101,9 @@ func (l *logLines) lineOf(t *testing.T, prefix string) string {
 	return ""
 }
 
-func (l *logLines) text() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
-}
-
 // running is a tunnel running for a test.
 type running struct {
-	log    *logLines
+	log    logLines
 	addr   string // where it said the service is reachable first
 	how    string // how it listens, as that line says
 	stats  *tunnelStats
@@ -187,10 +139,10 @@ func launch(t *testing.T, args ...string) *running {
 		select {
 		case <-r.done:
 		case <-time.After(testTimeout):
-			t.Errorf("the tunnel did not stop; the log:\n%s", r.log.text())
+			t.Errorf("the tunnel did not stop; the log:\n%s", r.log.String())
 		}
 		if t.Failed() {
-			t.Logf("the tunnel's log:\n%s", r.log.text())
+			t.Logf("the tunnel's log:\n%s", r.log.String())
 		}
 	})
 	return r
@@ -199,12 +151,8 @@ func launch(t *testing.T, args ...string) *running {
 // current returns where the tunnel said last that the service is
 // reachable.
 func (r *running) current() string {
-	r.log.mu.Lock()
-	defer r.log.mu.Unlock()
-	for i := len(r.log.lines) - 1; i >= 0; i-- {
-		if m := armedLine.FindStringSubmatch(r.log.lines[i]); m != nil {
-			return m[1]
-		}
+	if m := r.log.Last(armedLine); m != nil {
+		return m[1]
 	}
 	return r.addr
 }
@@ -215,19 +163,23 @@ func (r *running) current() string {
 // yet).
 func (r *running) dialCurrent(t *testing.T) *net.TCPConn {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for {
-		addr := r.current()
-		c, err := net.DialTimeout("tcp", addr, testTimeout)
-		if err == nil {
-			t.Cleanup(func() { c.Close() })
-			require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
-			return c.(*net.TCPConn)
+	var (
+		addr string
+		c    net.Conn
+	)
+	dialed := testkit.PollEvery(pollInterval, testTimeout, func() bool {
+		addr = r.current()
+		var err error
+		if c, err = net.DialTimeout("tcp", addr, testTimeout); err == nil {
+			return true
 		}
 		require.ErrorIs(t, err, syscall.ECONNREFUSED)
-		require.False(t, time.Now().After(deadline), "%s refused for %v", addr, testTimeout)
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+		return false
+	})
+	require.True(t, dialed, "%s refused for %v", addr, testTimeout)
+	t.Cleanup(func() { c.Close() })
+	require.NoError(t, c.SetDeadline(time.Now().Add(testTimeout)))
+	return c.(*net.TCPConn)
 }
 
 // wait returns what run returned.
@@ -238,7 +190,7 @@ func (r *running) wait(t *testing.T) error {
 		r.done <- err // for the cleanup
 		return err
 	case <-time.After(testTimeout):
-		require.FailNow(t, "the tunnel did not return", "the log:\n%s", r.log.text())
+		require.FailNow(t, "the tunnel did not return", "the log:\n%s", r.log.String())
 		return nil
 	}
 }
@@ -289,17 +241,6 @@ func roundTrip(addr string, msg []byte) ([]byte, error) {
 	return got, err
 }
 
-// exchange sends msg on c and reads as many bytes back.
-func exchange(t *testing.T, c net.Conn, msg string) string {
-	t.Helper()
-	_, err := io.WriteString(c, msg)
-	require.NoError(t, err)
-	b := make([]byte, len(msg))
-	_, err = io.ReadFull(c, b)
-	require.NoError(t, err)
-	return string(b)
-}
-
 // payload returns n bytes that differ from those of other lengths.
 func payload(n int) []byte {
 	b := make([]byte, n)
@@ -317,20 +258,9 @@ func pollNoBinds(t *testing.T, srv *socks5test.Server) {
 	}
 }
 
-func startProxy(t *testing.T, configure func(*socks5test.Server)) *socks5test.Server {
-	t.Helper()
-	srv := socks5test.NewUnstartedServer()
-	if configure != nil {
-		configure(srv)
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return srv
-}
-
 func TestMultiplexed(t *testing.T) {
 	leakcheck.Check(t)
-	srv := startProxy(t, func(s *socks5test.Server) { s.Multiplex = true })
+	srv := testkit.Proxy(t, func(s *socks5test.Server) { s.Multiplex = true })
 	echo := testkit.Echo(t, "tcp").Addr().String()
 	r := startTunnel(t, "-proxy", srv.URL, "-to", echo)
 	assert.Equal(t, "multiplexed BIND: concurrent connections", r.how)
@@ -387,7 +317,7 @@ func TestMultiplexed(t *testing.T) {
 		got[[2]int{up, down}]++
 	}
 	assert.Equal(t, sizes, got, "bytes up and down of each connection")
-	assert.Zero(t, r.log.count(nowLine), "one address throughout")
+	assert.Zero(t, r.log.Count(nowLine), "one address throughout")
 
 	r.cancel()
 	require.NoError(t, r.wait(t))
@@ -397,7 +327,7 @@ func TestMultiplexed(t *testing.T) {
 
 func TestStandardFollow(t *testing.T) {
 	leakcheck.Check(t)
-	srv := startProxy(t, nil) // BIND as Dante's: another port while the last one is held
+	srv := testkit.Proxy(t, nil) // BIND as Dante's: another port while the last one is held
 	echo := testkit.Echo(t, "tcp").Addr().String()
 	r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-mux", "off")
 	assert.Equal(t, "standard BIND: one connection at a time, and the port may change after each", r.how)
@@ -410,7 +340,7 @@ func TestStandardFollow(t *testing.T) {
 		for i := range 3 {
 			c := dialPeer(t, addr)
 			msg := fmt.Sprintf("held %d", i)
-			assert.Equal(t, msg, exchange(t, c, msg))
+			assert.Equal(t, msg, testkit.Exchange(t, c, msg))
 			open = append(open, c)
 			next := r.log.next(t, nowLine)[1]
 			assert.NotEqual(t, addr, next)
@@ -445,7 +375,7 @@ func TestStandardFollow(t *testing.T) {
 			assert.Empty(t, errText)
 		}
 	})
-	assert.Zero(t, r.log.count(regexp.MustCompile(`trouble`)))
+	assert.Zero(t, r.log.Count(regexp.MustCompile(`trouble`)))
 
 	r.cancel()
 	require.NoError(t, r.wait(t))
@@ -455,7 +385,7 @@ func TestStandardFollow(t *testing.T) {
 func TestStandardFixedPort(t *testing.T) {
 	leakcheck.Check(t)
 	// A server that keeps its port from one BIND to the next.
-	srv := startProxy(t, func(s *socks5test.Server) { s.BindMode = socks5test.BindReuse })
+	srv := testkit.Proxy(t, func(s *socks5test.Server) { s.BindMode = socks5test.BindReuse })
 	echo := testkit.Echo(t, "tcp").Addr().String()
 	port := strings.TrimPrefix(refusedAddr(t), "127.0.0.1")
 	r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-listen", port)
@@ -472,19 +402,27 @@ func TestStandardFixedPort(t *testing.T) {
 	}
 	r.cancel()
 	require.NoError(t, r.wait(t))
-	assert.Zero(t, r.log.count(nowLine), "the address never changed")
+	assert.Zero(t, r.log.Count(nowLine), "the address never changed")
 }
 
 func TestGracefulShutdown(t *testing.T) {
 	leakcheck.Check(t)
 	echo := testkit.Echo(t, "tcp").Addr().String()
 	stopped := regexp.MustCompile(`^level=INFO msg="stopping: the proxy no longer listens"`)
+	// serving starts a proxy that configure sets up and a tunnel to echo
+	// through it with the given grace, and returns them with a peer that
+	// has exchanged msg.
+	serving := func(t *testing.T, configure func(*socks5test.Server), grace, msg string) (*socks5test.Server, *running, *net.TCPConn) {
+		t.Helper()
+		srv := testkit.Proxy(t, configure)
+		r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-grace", grace)
+		c := dialPeer(t, r.addr)
+		assert.Equal(t, msg, testkit.Exchange(t, c, msg))
+		return srv, r, c
+	}
 
 	t.Run("Standard", func(t *testing.T) {
-		srv := startProxy(t, nil)
-		r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-grace", "10s")
-		c := dialPeer(t, r.addr)
-		assert.Equal(t, "before", exchange(t, c, "before"))
+		srv, r, c := serving(t, nil, "10s", "before")
 
 		r.cancel()
 		r.log.next(t, stopped)
@@ -494,7 +432,7 @@ func TestGracefulShutdown(t *testing.T) {
 		pollNoBinds(t, srv)
 
 		// The open connection goes on until the peer ends it.
-		assert.Equal(t, "after", exchange(t, c, "after"))
+		assert.Equal(t, "after", testkit.Exchange(t, c, "after"))
 		select {
 		case err := <-r.done:
 			require.Failf(t, "the tunnel returned with a connection open", "%v", err)
@@ -510,10 +448,7 @@ func TestGracefulShutdown(t *testing.T) {
 	})
 
 	t.Run("GraceOver", func(t *testing.T) {
-		srv := startProxy(t, nil)
-		r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-grace", "50ms")
-		c := dialPeer(t, r.addr)
-		assert.Equal(t, "open", exchange(t, c, "open"))
+		_, r, c := serving(t, nil, "50ms", "open")
 
 		r.cancel()
 		require.NoError(t, r.wait(t))
@@ -525,20 +460,17 @@ func TestGracefulShutdown(t *testing.T) {
 	})
 
 	t.Run("Idle", func(t *testing.T) {
-		srv := startProxy(t, nil)
+		srv := testkit.Proxy(t, nil)
 		r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-grace", "1h")
 		r.cancel()
 		require.NoError(t, r.wait(t), "nothing to wait for")
 		r.log.next(t, stopped)
-		assert.Zero(t, r.log.count(regexp.MustCompile(`waiting`)))
+		assert.Zero(t, r.log.Count(regexp.MustCompile(`waiting`)))
 		pollNoBinds(t, srv)
 	})
 
 	t.Run("Multiplexed", func(t *testing.T) {
-		srv := startProxy(t, func(s *socks5test.Server) { s.Multiplex = true })
-		r := startTunnel(t, "-proxy", srv.URL, "-to", echo, "-grace", "10s")
-		c := dialPeer(t, r.addr)
-		assert.Equal(t, "before", exchange(t, c, "before"))
+		srv, r, c := serving(t, func(s *socks5test.Server) { s.Multiplex = true }, "10s", "before")
 
 		r.cancel()
 		r.log.next(t, regexp.MustCompile(`^level=INFO msg="stopping: new connections are turned away"`))
@@ -551,7 +483,7 @@ func TestGracefulShutdown(t *testing.T) {
 		_, _, errText := r.log.nextConn(t)
 		assert.Equal(t, "turned away: stopping", errText)
 
-		assert.Equal(t, "after", exchange(t, c, "after"))
+		assert.Equal(t, "after", testkit.Exchange(t, c, "after"))
 		require.NoError(t, c.CloseWrite())
 		_, err = io.ReadAll(c)
 		require.NoError(t, err)
@@ -565,7 +497,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 func TestServiceRefuses(t *testing.T) {
 	leakcheck.Check(t)
-	srv := startProxy(t, func(s *socks5test.Server) { s.Multiplex = true })
+	srv := testkit.Proxy(t, func(s *socks5test.Server) { s.Multiplex = true })
 	service := refusedAddr(t)
 	r := startTunnel(t, "-proxy", srv.URL, "-to", service)
 	c := dialPeer(t, r.addr)
@@ -584,7 +516,7 @@ func TestTroubleLogged(t *testing.T) {
 	leakcheck.Check(t)
 	const failures = 6
 	var binds atomic.Int32
-	srv := startProxy(t, func(s *socks5test.Server) {
+	srv := testkit.Proxy(t, func(s *socks5test.Server) {
 		s.Hooks.Fault = func(stage socks5test.Stage, _ net.Conn, req *socks5test.Request) bool {
 			if stage != socks5test.StageRequest || req.Command != socksbind.CmdBind {
 				return false
@@ -603,8 +535,8 @@ func TestTroubleLogged(t *testing.T) {
 	// before.
 	m := r.log.next(t, armedLine)
 	assert.Equal(t, strconv.Itoa(failures), m[2], "the line says how many retries there were")
-	assert.Equal(t, 1, r.log.count(regexp.MustCompile(`^level=WARN msg="proxy trouble" .* retry_in=5ms err="socks bind `)), "one line for the trouble")
-	assert.Equal(t, 1, r.log.count(regexp.MustCompile(`trouble`)))
+	assert.Equal(t, 1, r.log.Count(regexp.MustCompile(`^level=WARN msg="proxy trouble" .* retry_in=5ms err="socks bind `)), "one line for the trouble")
+	assert.Equal(t, 1, r.log.Count(regexp.MustCompile(`trouble`)))
 	assert.Equal(t, uint64(failures), r.stats.retries.Load(), "retries counted for /metrics")
 	assert.Equal(t, uint64(1), r.stats.rearmed.Load(), "armed again after trouble: once")
 	assert.True(t, r.stats.ready.Load())
@@ -619,7 +551,7 @@ func TestTroubleLogged(t *testing.T) {
 func TestListenerFails(t *testing.T) {
 	leakcheck.Check(t)
 	var binds atomic.Int32
-	srv := startProxy(t, func(s *socks5test.Server) {
+	srv := testkit.Proxy(t, func(s *socks5test.Server) {
 		s.Rules = []socks5test.Rule{func(req *socks5test.Request) socksbind.Reply {
 			if req.Command == socksbind.CmdBind && binds.Add(1) > 1 {
 				return socksbind.ReplyNotAllowed
@@ -640,12 +572,12 @@ func TestListenerFails(t *testing.T) {
 
 func TestListenFails(t *testing.T) {
 	leakcheck.Check(t)
-	srv := startProxy(t, nil) // no MBIND
+	srv := testkit.Proxy(t, nil) // no MBIND
 	r := launch(t, "-proxy", srv.URL, "-to", "127.0.0.1:1", "-mux", "on")
 	err := r.wait(t)
 	assert.ErrorIs(t, err, socksbind.ErrCommandNotSupported)
 	assert.Contains(t, explain(err, config{mux: socksbind.MultiplexOn}, tunnelSpec{}), "use -mux auto or -mux off")
-	assert.Zero(t, r.log.count(reachableLine))
+	assert.Zero(t, r.log.Count(reachableLine))
 }
 
 // TestTroubleLog checks the rate limit of trouble lines with a clock of
