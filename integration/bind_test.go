@@ -20,6 +20,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/testkit"
 )
 
@@ -72,16 +73,16 @@ func TestBindDante(t *testing.T) {
 		ln := listen(t, d, socksbind.ListenConfig{}, ":0")
 		addr, ok := ln.Addr().(*net.TCPAddr)
 		require.True(t, ok, "Addr is a %T", ln.Addr())
-		assert.Equal(t, loopback4, addrPort(addr).Addr(), "Dante binds on its external address")
+		assert.Equal(t, loopback4, netutil.AddrPort(addr).Addr(), "Dante binds on its external address")
 		assert.NotZero(t, addr.Port)
 
 		// A peer reaching Addr reaches the BIND: Dante bound what
 		// Addr says.
 		peer := dialPeer(t, "127.0.0.1", addr)
 		c := accept(t, ln)
-		assert.Equal(t, addrPort(addr), addrPort(c.LocalAddr()), "LocalAddr of the accepted conn is the bound address")
-		assert.Equal(t, addrPort(addr), addrPort(peer.RemoteAddr()), "the peer is connected to Addr")
-		assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()), "RemoteAddr is the peer, from reply 2")
+		assert.Equal(t, netutil.AddrPort(addr), netutil.AddrPort(c.LocalAddr()), "LocalAddr of the accepted conn is the bound address")
+		assert.Equal(t, netutil.AddrPort(addr), netutil.AddrPort(peer.RemoteAddr()), "the peer is connected to Addr")
+		assert.Equal(t, netutil.AddrPort(peer.LocalAddr()), netutil.AddrPort(c.RemoteAddr()), "RemoteAddr is the peer, from reply 2")
 		assert.Equal(t, dante.Addr, c.NetConn().RemoteAddr().String(), "the relay runs over the control connection")
 	})
 
@@ -124,14 +125,14 @@ func TestBindDante(t *testing.T) {
 			require.NoError(t, peer.CloseWrite())
 
 			peekQueued(t, control.TCPConn, len(payload))
-			pa := addrPort(peer.LocalAddr())
+			pa := netutil.AddrPort(peer.LocalAddr())
 
 			c := accept(t, ln)
 			assert.Same(t, control, c.NetConn(), "the relay is the control connection")
 			got, err := io.ReadAll(c)
 			require.NoError(t, err)
 			assert.Equal(t, payload, string(got), "round %d: every byte after reply 2", i)
-			assert.Equal(t, pa, addrPort(c.RemoteAddr()))
+			assert.Equal(t, pa, netutil.AddrPort(c.RemoteAddr()))
 			require.NoError(t, ln.Close())
 		}
 	})
@@ -195,7 +196,7 @@ func TestBindDante(t *testing.T) {
 		addr := ln.Addr()
 		peer := dialPeer(t, "127.0.0.1", addr)
 		c := accept(t, ln)
-		assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()))
+		assert.Equal(t, netutil.AddrPort(peer.LocalAddr()), netutil.AddrPort(c.RemoteAddr()))
 
 		// No re-arm: Dante's socket for the one BIND is gone, and a
 		// second Accept waits for Close.
@@ -236,7 +237,7 @@ func TestBindDante(t *testing.T) {
 
 		peer := dialPeer(t, "127.0.0.1", addr)
 		c := accept(t, ln)
-		assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()))
+		assert.Equal(t, netutil.AddrPort(peer.LocalAddr()), netutil.AddrPort(c.RemoteAddr()))
 		bothWays(t, c, peer)
 	})
 
@@ -281,7 +282,7 @@ func testFixedPortRearm(t *testing.T, d *socksbind.Dialer) {
 	case <-time.After(testTimeout):
 		require.FailNow(t, "no retry reported")
 	}
-	assert.Equal(t, want, addrPort(ln.Addr()), "Addr keeps the port")
+	assert.Equal(t, want, netutil.AddrPort(ln.Addr()), "Addr keeps the port")
 	assert.Empty(t, pending, "Accept does not return the retried trouble")
 
 	// The peer resets, so that no TIME_WAIT holds the port, and Dante
@@ -295,12 +296,12 @@ func testFixedPortRearm(t *testing.T, d *socksbind.Dialer) {
 	// and a new peer comes in on the same address.
 	select {
 	case a := <-armed:
-		require.Equal(t, want, addrPort(a), "Armed reports the port")
+		require.Equal(t, want, netutil.AddrPort(a), "Armed reports the port")
 		peer2 := dialPeer(t, "127.0.0.1", a)
 		c2, err := awaitAccept(t, pending)
 		require.NoError(t, err)
-		assert.Equal(t, addrPort(peer2.LocalAddr()), addrPort(c2.RemoteAddr()))
-		assert.Equal(t, want, addrPort(c2.LocalAddr()))
+		assert.Equal(t, netutil.AddrPort(peer2.LocalAddr()), netutil.AddrPort(c2.RemoteAddr()))
+		assert.Equal(t, want, netutil.AddrPort(c2.LocalAddr()))
 		bothWays(t, c2, peer2)
 	case r := <-pending:
 		require.FailNow(t, "Accept returned while the port was busy", "%v", r.Err)
@@ -323,12 +324,12 @@ func exchangeBack(t testing.TB, c, peer net.Conn, msg string) string {
 func servesFixedPort(t testing.TB, d *socksbind.Dialer, taken error) {
 	t.Helper()
 	ln, port := listenFixedPort(t, socksbind.ListenConfig{Dialer: d}, taken)
-	assert.Equal(t, netip.AddrPortFrom(loopback4, uint16(port)), addrPort(ln.Addr()))
+	assert.Equal(t, netip.AddrPortFrom(loopback4, uint16(port)), netutil.AddrPort(ln.Addr()))
 
 	peer := dialPeer(t, "127.0.0.1", ln.Addr())
 	c := accept(t, ln)
-	assert.Equal(t, uint16(port), addrPort(c.LocalAddr()).Port())
-	assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()))
+	assert.Equal(t, uint16(port), netutil.AddrPort(c.LocalAddr()).Port())
+	assert.Equal(t, netutil.AddrPort(peer.LocalAddr()), netutil.AddrPort(c.RemoteAddr()))
 	bothWays(t, c, peer)
 }
 
@@ -388,7 +389,7 @@ func testHTTPFollow(t *testing.T, d *socksbind.Dialer) {
 		case <-time.After(testTimeout):
 			require.FailNow(t, "the listener did not re-arm", "after request %d", i)
 		}
-		assert.Equal(t, loopback4, addrPort(addr).Addr())
+		assert.Equal(t, loopback4, netutil.AddrPort(addr).Addr())
 	}
 	assert.Equal(t, addr, ln.Addr(), "Addr follows the last BIND")
 	t.Logf("%d requests served on %d distinct ports", requests, len(ports))
@@ -456,7 +457,7 @@ func TestBindDanteFilteredPeer(t *testing.T) {
 	re := requireReplyError(t, err, "socks bind", socksbind.CmdBind, socksbind.ReplyNotAllowed,
 		socksbind.ErrNotAllowed, syscall.EACCES)
 	require.NotNil(t, re.Addr, "reply 2 carries the refused peer")
-	assert.Equal(t, addrPort(blocked.LocalAddr()), addrPort(re.Addr))
+	assert.Equal(t, netutil.AddrPort(blocked.LocalAddr()), netutil.AddrPort(re.Addr))
 
 	// Dante closes the refused peer.
 	_, err = blocked.Read(make([]byte, 1))
@@ -466,7 +467,7 @@ func TestBindDanteFilteredPeer(t *testing.T) {
 	peer := dialPeer(t, "127.0.0.1", waitArmed(t, armed))
 	ok, err := awaitAccept(t, pending)
 	require.NoError(t, err)
-	assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(ok.RemoteAddr()))
+	assert.Equal(t, netutil.AddrPort(peer.LocalAddr()), netutil.AddrPort(ok.RemoteAddr()))
 	assert.Equal(t, "allowed peer", exchangeBack(t, ok, peer, "allowed peer"))
 	t.Logf("first BIND on %v, re-armed BIND on %v", first, ok.LocalAddr())
 }
@@ -485,7 +486,7 @@ func TestBindDanteExpectedPeer(t *testing.T) {
 		_, err := awaitAccept(t, testkit.AcceptAsync(ln))
 		re := requireReplyError(t, err, "accept", socksbind.CmdBind, socksbind.ReplyNotAllowed,
 			socksbind.ErrNotAllowed, syscall.EACCES)
-		assert.Equal(t, addrPort(other.LocalAddr()), addrPort(re.Addr))
+		assert.Equal(t, netutil.AddrPort(other.LocalAddr()), netutil.AddrPort(re.Addr))
 	})
 	t.Run("Rearming", func(t *testing.T) {
 		retried := make(retryRecorder, 8)
@@ -496,12 +497,12 @@ func TestBindDanteExpectedPeer(t *testing.T) {
 		other := dialPeer(t, "127.0.0.2", first)
 		re := requireReplyError(t, retried.next(t), "socks bind", socksbind.CmdBind, socksbind.ReplyNotAllowed,
 			socksbind.ErrNotAllowed, syscall.EACCES)
-		assert.Equal(t, addrPort(other.LocalAddr()), addrPort(re.Addr))
+		assert.Equal(t, netutil.AddrPort(other.LocalAddr()), netutil.AddrPort(re.Addr))
 
 		peer := dialPeer(t, "127.0.0.3", waitArmed(t, armed))
 		c, err := awaitAccept(t, pending)
 		require.NoError(t, err)
-		assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()))
+		assert.Equal(t, netutil.AddrPort(peer.LocalAddr()), netutil.AddrPort(c.RemoteAddr()))
 	})
 }
 
@@ -523,10 +524,10 @@ func TestBindDanteIPv6(t *testing.T) {
 	// the family of the socket, so the expected peer ::1 is named.
 	ln := listen(t, d, socksbind.ListenConfig{}, "[::1]:0")
 	bound := ln.Addr() // the listener moves on once it has a peer
-	assert.Equal(t, netip.IPv6Loopback(), addrPort(bound).Addr())
+	assert.Equal(t, netip.IPv6Loopback(), netutil.AddrPort(bound).Addr())
 	peer := dialPeer(t, "::1", bound)
 	c := accept(t, ln)
-	assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()))
-	assert.Equal(t, addrPort(bound), addrPort(c.LocalAddr()))
+	assert.Equal(t, netutil.AddrPort(peer.LocalAddr()), netutil.AddrPort(c.RemoteAddr()))
+	assert.Equal(t, netutil.AddrPort(bound), netutil.AddrPort(c.LocalAddr()))
 	bothWays(t, c, peer)
 }

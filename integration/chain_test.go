@@ -15,6 +15,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/proxyext"
 )
@@ -45,18 +46,18 @@ func TestChainTinyproxyDante(t *testing.T) {
 		sc := asConn(t, c)
 		throughTinyproxy(t, sc)
 		assert.Equal(t, "through two hops", exchange(t, sc, "through two hops"))
-		assert.Equal(t, nextPeer(t, echo.Peers), addrPort(sc.LocalAddr()), "LocalAddr is Dante's outgoing address")
+		assert.Equal(t, nextPeer(t, echo.Peers), netutil.AddrPort(sc.LocalAddr()), "LocalAddr is Dante's outgoing address")
 	})
 
 	t.Run("Bind", func(t *testing.T) {
 		ln := listen(t, d, socksbind.ListenConfig{}, ":0")
 		bound := ln.Addr() // the listener moves on once it has a peer
-		assert.Equal(t, loopback4, addrPort(bound).Addr())
+		assert.Equal(t, loopback4, netutil.AddrPort(bound).Addr())
 		peer := dialPeer(t, "127.0.0.1", bound)
 		c := accept(t, ln)
 		throughTinyproxy(t, c)
-		assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()))
-		assert.Equal(t, addrPort(bound), addrPort(c.LocalAddr()))
+		assert.Equal(t, netutil.AddrPort(peer.LocalAddr()), netutil.AddrPort(c.RemoteAddr()))
+		assert.Equal(t, netutil.AddrPort(bound), netutil.AddrPort(c.LocalAddr()))
 		bothWays(t, c, peer)
 	})
 
@@ -78,7 +79,7 @@ func TestChainTinyproxyDante(t *testing.T) {
 		peer := dialPeer(t, "127.0.0.1", ln.Addr())
 		c := accept(t, ln)
 		throughTinyproxy(t, c)
-		assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()))
+		assert.Equal(t, netutil.AddrPort(peer.LocalAddr()), netutil.AddrPort(c.RemoteAddr()))
 		bothWays(t, c, peer)
 
 		cc, err := ld.DialContext(testContext(t), "tcp", echo.Addr().String())
@@ -110,13 +111,13 @@ func TestProxyextListenDante(t *testing.T) {
 		defer ln.Close()
 		require.IsType(t, (*socksbind.Listener)(nil), ln)
 		bound := ln.Addr() // the listener moves on once it has a peer
-		assert.Equal(t, loopback4, addrPort(bound).Addr())
+		assert.Equal(t, loopback4, netutil.AddrPort(bound).Addr())
 
 		peer := dialPeer(t, "127.0.0.1", bound)
 		c := accept(t, ln)
 		assert.Equal(t, dante.Addr, c.NetConn().RemoteAddr().String())
-		assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()))
-		assert.Equal(t, addrPort(bound), addrPort(c.LocalAddr()))
+		assert.Equal(t, netutil.AddrPort(peer.LocalAddr()), netutil.AddrPort(c.RemoteAddr()))
+		assert.Equal(t, netutil.AddrPort(bound), netutil.AddrPort(c.LocalAddr()))
 		bothWays(t, c, peer)
 	})
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/testkit"
 )
 
@@ -37,7 +38,7 @@ func TestConnectDante(t *testing.T) {
 	}{
 		{"IPv4", dante.Addr, "tcp", echo4.addr.String(), echo4.addr, echo4.peers},
 		{"IPv4Only", dante.Addr, "tcp4", echo4.addr.String(), echo4.addr, echo4.peers},
-		{"IPv6", dante.Addr, "tcp6", echo6.Addr().String(), addrPort(echo6.Addr()), echo6.Peers},
+		{"IPv6", dante.Addr, "tcp6", echo6.Addr().String(), netutil.AddrPort(echo6.Addr()), echo6.Peers},
 		{"ProxyOverIPv6", dante.Addr6, "tcp", echo4.addr.String(), echo4.addr, echo4.peers},
 		{"Domain", dante.Addr, "tcp", fmt.Sprintf("localhost:%d", echo4.addr.Port()), echo4.addr, echo4.peers},
 	} {
@@ -54,7 +55,7 @@ func TestConnectDante(t *testing.T) {
 			// Dante reports the address of its own socket to the target:
 			// the address the target sees the connection coming from.
 			seen := nextPeer(t, tc.peers)
-			assert.Equal(t, seen, addrPort(sc.LocalAddr()), "LocalAddr is the proxy's outgoing address")
+			assert.Equal(t, seen, netutil.AddrPort(sc.LocalAddr()), "LocalAddr is the proxy's outgoing address")
 			assert.Equal(t, tc.target, sc.RemoteAddr().String(), "RemoteAddr is the target as given")
 			if tc.name == "Domain" {
 				// The name went to the proxy: nothing resolved it here.
@@ -165,7 +166,7 @@ func TestConnectDanteCredentials(t *testing.T) {
 		c, err := ln.Accept()
 		require.NoError(t, err)
 		defer c.Close()
-		assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()))
+		assert.Equal(t, netutil.AddrPort(peer.LocalAddr()), netutil.AddrPort(c.RemoteAddr()))
 	})
 }
 
@@ -235,7 +236,7 @@ func TestMicrosocks(t *testing.T) {
 		assert.Equal(t, echo.Addr().String(), sc.RemoteAddr().String())
 		// microsocks reports 0.0.0.0:0 as the bound address of every
 		// CONNECT.
-		assert.Equal(t, netip.MustParseAddrPort("0.0.0.0:0"), addrPort(sc.LocalAddr()))
+		assert.Equal(t, netip.MustParseAddrPort("0.0.0.0:0"), netutil.AddrPort(sc.LocalAddr()))
 		assert.Equal(t, netip.MustParseAddr("127.0.0.1"), nextPeer(t, echo.Peers).Addr())
 
 		refused := fmt.Sprintf("127.0.0.1:%d", refusedPort(t))

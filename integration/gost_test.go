@@ -24,6 +24,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/testkit"
 )
 
@@ -64,7 +65,7 @@ func TestGostConnect(t *testing.T) {
 		sc := asConn(t, c)
 		assert.Equal(t, "hello gost", roundTrip(t, sc, "hello gost"), "echo, after a half-close")
 		// The reply carries GOST's address for the outgoing connection.
-		assert.Equal(t, nextPeer(t, echo.Peers), addrPort(sc.LocalAddr()))
+		assert.Equal(t, nextPeer(t, echo.Peers), netutil.AddrPort(sc.LocalAddr()))
 		assert.Equal(t, echo.Addr().String(), sc.RemoteAddr().String())
 	})
 
@@ -114,7 +115,7 @@ func TestGostBind(t *testing.T) {
 
 	t.Run("Addr", func(t *testing.T) {
 		ln := listen(t, d, socksbind.ListenConfig{}, ":0")
-		addr := addrPort(ln.Addr())
+		addr := netutil.AddrPort(ln.Addr())
 		assert.Equal(t, loopback4, addr.Addr(), "reply 1 carries GOST's address on the control connection")
 		require.NotZero(t, addr.Port())
 		assert.Equal(t, []netip.AddrPort{netip.AddrPortFrom(netip.IPv4Unspecified(), addr.Port())},
@@ -122,8 +123,8 @@ func TestGostBind(t *testing.T) {
 
 		peer := dialPeer(t, "127.0.0.1", ln.Addr())
 		c := accept(t, ln)
-		assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()), "reply 2 carries the peer")
-		assert.Equal(t, addr, addrPort(c.LocalAddr()))
+		assert.Equal(t, netutil.AddrPort(peer.LocalAddr()), netutil.AddrPort(c.RemoteAddr()), "reply 2 carries the peer")
+		assert.Equal(t, addr, netutil.AddrPort(c.LocalAddr()))
 		bothWays(t, c, peer)
 	})
 
@@ -131,7 +132,7 @@ func TestGostBind(t *testing.T) {
 		for _, host := range []string{"127.0.0.1", "127.0.0.2"} {
 			t.Run(host, func(t *testing.T) {
 				ln := listen(t, d, socksbind.ListenConfig{Once: true}, host+":0")
-				addr := addrPort(ln.Addr())
+				addr := netutil.AddrPort(ln.Addr())
 				bound := netip.AddrPortFrom(netip.MustParseAddr(host), addr.Port())
 				assert.Equal(t, []netip.AddrPort{bound}, gostListeners(t, gost, addr.Port()),
 					"GOST listens on DST.ADDR itself")
@@ -143,7 +144,7 @@ func TestGostBind(t *testing.T) {
 				// address is let in.
 				peer := dialPeer(t, "127.0.0.3", net.TCPAddrFromAddrPort(bound))
 				c := accept(t, ln)
-				assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()))
+				assert.Equal(t, netutil.AddrPort(peer.LocalAddr()), netutil.AddrPort(c.RemoteAddr()))
 				bothWays(t, c, peer)
 			})
 		}
@@ -188,8 +189,8 @@ func TestGostBind(t *testing.T) {
 		for i := range 4 {
 			peer := dialPeer(t, "127.0.0.1", ln.Addr())
 			c := accept(t, ln)
-			assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()), "peer %d", i)
-			assert.Equal(t, want, addrPort(c.LocalAddr()), "peer %d", i)
+			assert.Equal(t, netutil.AddrPort(peer.LocalAddr()), netutil.AddrPort(c.RemoteAddr()), "peer %d", i)
+			assert.Equal(t, want, netutil.AddrPort(c.LocalAddr()), "peer %d", i)
 			bothWays(t, c, peer)
 			if i%2 == 1 {
 				// The listener's side closes first.
@@ -200,11 +201,11 @@ func TestGostBind(t *testing.T) {
 			}
 			select {
 			case a := <-armed:
-				require.Equal(t, want, addrPort(a), "re-armed on the same port after peer %d", i)
+				require.Equal(t, want, netutil.AddrPort(a), "re-armed on the same port after peer %d", i)
 			case <-time.After(testTimeout):
 				require.FailNow(t, "the listener did not re-arm", "after peer %d", i)
 			}
-			assert.Equal(t, want, addrPort(ln.Addr()))
+			assert.Equal(t, want, netutil.AddrPort(ln.Addr()))
 		}
 	})
 
@@ -214,7 +215,7 @@ func TestGostBind(t *testing.T) {
 		ln := listen(t, d, socksbind.ListenConfig{}, ":0")
 		peer := dialPeer(t, "127.0.0.1", ln.Addr())
 		c := accept(t, ln)
-		assert.Equal(t, addrPort(peer.LocalAddr()), addrPort(c.RemoteAddr()))
+		assert.Equal(t, netutil.AddrPort(peer.LocalAddr()), netutil.AddrPort(c.RemoteAddr()))
 	})
 }
 
@@ -249,17 +250,6 @@ func mbindSession(t *testing.T, c net.Conn) *smux.Session {
 	return sess
 }
 
-// acceptStream accepts the next stream GOST opens, closed when the test ends.
-func acceptStream(t *testing.T, sess *smux.Session) *smux.Stream {
-	t.Helper()
-	require.NoError(t, sess.SetDeadline(time.Now().Add(testTimeout)))
-	st, err := sess.AcceptStream()
-	require.NoError(t, err)
-	t.Cleanup(func() { st.Close() })
-	require.NoError(t, st.SetDeadline(time.Now().Add(testTimeout)))
-	return st
-}
-
 // streamHeader reads the SOCKS5 reply that begins an MBIND stream and
 // returns its bytes and the peer address it carries.
 func streamHeader(t *testing.T, st io.Reader) ([]byte, netip.AddrPort) {
@@ -280,7 +270,7 @@ func mbindPeer(t *testing.T, s *Server) (*smux.Session, netip.AddrPort, net.Conn
 	require.Equal(t, byte(0x00), rep, "reply 1")
 	sess := mbindSession(t, c)
 	peer := dialFrom(t, "127.0.0.1", bnd)
-	st := acceptStream(t, sess)
+	st := testkit.AcceptStream(t, sess, testTimeout)
 	streamHeader(t, st)
 	return sess, bnd, peer, st
 }
@@ -361,13 +351,13 @@ func TestGostMBIND(t *testing.T) {
 		for p := range peers {
 			t.Cleanup(func() { p.Close() })
 			require.NoError(t, p.SetDeadline(time.Now().Add(testTimeout)))
-			byAddr[addrPort(p.LocalAddr())] = p
+			byAddr[netutil.AddrPort(p.LocalAddr())] = p
 		}
 		require.Len(t, byAddr, n, "every peer connected")
 
 		ids := map[uint32]bool{}
 		for range n {
-			st := acceptStream(t, sess)
+			st := testkit.AcceptStream(t, sess, testTimeout)
 			ids[st.ID()] = true
 			raw, from := streamHeader(t, st)
 			assert.Len(t, raw, 10, "the header of an IPv4 peer")
@@ -399,7 +389,7 @@ func TestGostMBIND(t *testing.T) {
 		sess := mbindSession(t, c)
 
 		peer := dialFrom(t, "::1", bound)
-		st := acceptStream(t, sess)
+		st := testkit.AcceptStream(t, sess, testTimeout)
 		raw, from := streamHeader(t, st)
 		assert.Len(t, raw, 22, "the header of an IPv6 peer")
 		assert.Equal(t, byte(0x04), raw[3], "ATYP")
@@ -480,7 +470,7 @@ func TestGostMBIND(t *testing.T) {
 		assert.Empty(t, got)
 
 		peer := dialFrom(t, "127.0.0.1", bnd)
-		_, from := streamHeader(t, acceptStream(t, sess))
+		_, from := streamHeader(t, testkit.AcceptStream(t, sess, testTimeout))
 		assert.Equal(t, peer.LocalAddr().(*net.TCPAddr).AddrPort(), from)
 	})
 
@@ -519,7 +509,7 @@ func TestGostMBIND(t *testing.T) {
 		require.Equal(t, byte(0x00), rep, "reply 1")
 		sess := mbindSession(t, c)
 		peer := dialFrom(t, "127.0.0.1", bnd)
-		_, from := streamHeader(t, acceptStream(t, sess))
+		_, from := streamHeader(t, testkit.AcceptStream(t, sess, testTimeout))
 		assert.Equal(t, peer.LocalAddr().(*net.TCPAddr).AddrPort(), from)
 	})
 }
@@ -572,7 +562,7 @@ func TestGostMBINDKeepAlive(t *testing.T) {
 	default:
 	}
 	peer := dialFrom(t, "127.0.0.1", kept)
-	_, from := streamHeader(t, acceptStream(t, sess))
+	_, from := streamHeader(t, testkit.AcceptStream(t, sess, testTimeout))
 	assert.Equal(t, peer.LocalAddr().(*net.TCPAddr).AddrPort(), from)
 }
 
@@ -600,7 +590,7 @@ func TestGostMBINDComp(t *testing.T) {
 
 	peer := dialFrom(t, "127.0.0.1", bnd)
 	rawWrite(t, peer, []byte("first bytes"))
-	st := acceptStream(t, sess)
+	st := testkit.AcceptStream(t, sess, testTimeout)
 	assert.Equal(t, []byte("first bytes"), rawRead(t, st, 11), "no header: the peer's bytes come first")
 	assert.Equal(t, "back", exchangeBack(t, st, peer, "back"))
 }

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/testkit"
 )
 
@@ -137,7 +138,7 @@ func nextPeer(t testing.TB, peers <-chan net.Addr) netip.AddrPort {
 	t.Helper()
 	select {
 	case p := <-peers:
-		return addrPort(p)
+		return netutil.AddrPort(p)
 	case <-time.After(testTimeout):
 		require.FailNow(t, "the target accepted no connection")
 		return netip.AddrPort{}
@@ -145,24 +146,7 @@ func nextPeer(t testing.TB, peers <-chan net.Addr) netip.AddrPort {
 }
 
 // refusedPort returns a port on 127.0.0.1 where nothing listens.
-func refusedPort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := ln.Addr().(*net.TCPAddr).Port
-	require.NoError(t, ln.Close())
-	return port
-}
-
-// addrPort returns the IP (IPv4 unmapped) and port of a TCP address.
-func addrPort(a net.Addr) netip.AddrPort {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ap := ta.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return ap
-}
+func refusedPort(t testing.TB) int { return testkit.FreePort(t, net.ListenConfig{}) }
 
 // dialPeer connects to addr from the loopback IP src, as a BIND peer does,
 // with testTimeout as the connection's deadline. The connection is closed

@@ -17,6 +17,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/testkit"
 )
 
@@ -120,7 +121,7 @@ func TestLoadBindDante(t *testing.T) {
 			return r.Err
 		}
 		defer r.Conn.Close()
-		if got, want := addrPort(r.Conn.RemoteAddr()), addrPort(peer.LocalAddr()); got != want {
+		if got, want := netutil.AddrPort(r.Conn.RemoteAddr()), netutil.AddrPort(peer.LocalAddr()); got != want {
 			return fmt.Errorf("accepted %v, the peer is %v", got, want)
 		}
 		if err := echoBack(peer, r.Conn, fmt.Sprintf("listener %d to its peer", i)); err != nil {

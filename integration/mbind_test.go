@@ -25,6 +25,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/proxyext"
 )
@@ -239,10 +240,10 @@ func TestMBINDAuto(t *testing.T) {
 		assert.True(t, ln.Multiplexed())
 		p1 := dialPeer(t, "127.0.0.1", ln.Addr())
 		p2 := dialPeer(t, "127.0.0.1", ln.Addr())
-		peers := map[netip.AddrPort]bool{addrPort(p1.LocalAddr()): true, addrPort(p2.LocalAddr()): true}
+		peers := map[netip.AddrPort]bool{netutil.AddrPort(p1.LocalAddr()): true, netutil.AddrPort(p2.LocalAddr()): true}
 		for range 2 {
 			c := accept(t, ln)
-			assert.True(t, peers[addrPort(c.RemoteAddr())], "peer %v", c.RemoteAddr())
+			assert.True(t, peers[netutil.AddrPort(c.RemoteAddr())], "peer %v", c.RemoteAddr())
 		}
 	})
 	t.Run("Dante", func(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/leakcheck"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/testkit"
 )
 
@@ -94,7 +95,7 @@ func TestDanteRestart(t *testing.T) {
 	peer2 := dialPeer(t, "127.0.0.1", a)
 	c2, err := awaitAccept(t, pending)
 	require.NoError(t, err, "Accept after the restart")
-	assert.Equal(t, addrPort(peer2.LocalAddr()), addrPort(c2.RemoteAddr()))
+	assert.Equal(t, netutil.AddrPort(peer2.LocalAddr()), netutil.AddrPort(c2.RemoteAddr()))
 	bothWays(t, c2, peer2)
 	retries.Range(func(k, v any) bool {
 		t.Logf("retried after %v: %v", v, k)

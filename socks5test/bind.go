@@ -11,6 +11,7 @@ import (
 
 	"github.com/socksbind/socksbind"
 	"github.com/socksbind/socksbind/internal/deadlines"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/relay"
 )
 
@@ -128,7 +129,7 @@ func (s *Server) bind(c net.Conn, req *Request) {
 	if s.fault(StageBindReply, c, req) {
 		return
 	}
-	peerAddr := addrPort(peer.RemoteAddr())
+	peerAddr := netutil.AddrPort(peer.RemoteAddr())
 	rep := s.peerReply(req, peer)
 	if err := writeReply(c, rep, socksbind.Addr{IP: peerAddr.Addr(), Port: peerAddr.Port()}); err != nil {
 		return
@@ -143,7 +144,7 @@ func (s *Server) bind(c net.Conn, req *Request) {
 // in: a DST.ADDR other than the unspecified address lets only that IP in,
 // then PeerRules have their say.
 func (s *Server) peerReply(req *Request, peer net.Conn) socksbind.Reply {
-	if ip := req.Dst.IP.Unmap(); !ip.IsUnspecified() && addrPort(peer.RemoteAddr()).Addr() != ip {
+	if ip := req.Dst.IP.Unmap(); !ip.IsUnspecified() && netutil.AddrPort(peer.RemoteAddr()).Addr() != ip {
 		return socksbind.ReplyNotAllowed
 	}
 	for _, rule := range s.PeerRules {
@@ -222,7 +223,7 @@ func (s *Server) releaseBind(ln net.Listener) {
 		return
 	}
 	if s.BindMode == BindReuse && ln.(*net.TCPListener).SetDeadline(time.Time{}) == nil {
-		s.pool[addrPort(ln.Addr())] = ln
+		s.pool[netutil.AddrPort(ln.Addr())] = ln
 		return
 	}
 	delete(s.binds, ln)

@@ -7,6 +7,7 @@ import (
 	"github.com/xtaci/smux"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/relay"
 )
 
@@ -103,7 +104,7 @@ func (s *Server) multiplexPeer(sess *smux.Session, req *Request, peer net.Conn) 
 	}
 	defer st.Close()
 	if !s.MultiplexNoHeader {
-		pa := addrPort(peer.RemoteAddr())
+		pa := netutil.AddrPort(peer.RemoteAddr())
 		if err := writeReply(st, socksbind.ReplySucceeded, socksbind.Addr{IP: pa.Addr(), Port: pa.Port()}); err != nil {
 			return
 		}

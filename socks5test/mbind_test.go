@@ -45,17 +45,6 @@ func mbind(t *testing.T, srv *socks5test.Server, dst socksbind.Addr) (*smux.Sess
 	return sess, c, bnd
 }
 
-// acceptStream accepts the next stream of sess, closed when the test ends.
-func acceptStream(t *testing.T, sess *smux.Session) *smux.Stream {
-	t.Helper()
-	require.NoError(t, sess.SetDeadline(time.Now().Add(testTimeout)))
-	st, err := sess.AcceptStream()
-	require.NoError(t, err)
-	t.Cleanup(func() { st.Close() })
-	require.NoError(t, st.SetDeadline(time.Now().Add(testTimeout)))
-	return st
-}
-
 // smuxGoroutines counts the goroutines of smux sessions, the server's and
 // the test's.
 func smuxGoroutines() int {
@@ -85,7 +74,7 @@ func TestMBIND(t *testing.T) {
 			peers[wireAddr(p.LocalAddr())] = p
 		}
 		for range n {
-			st := acceptStream(t, sess)
+			st := testkit.AcceptStream(t, sess, testTimeout)
 			rep, from := readReply(t, st)
 			require.Equal(t, socksbind.ReplySucceeded, rep, "stream header")
 			peer, ok := peers[from]
@@ -116,7 +105,7 @@ func TestMBIND(t *testing.T) {
 		sess, _, bnd := mbind(t, srv, addr(any6, 0))
 		assert.Equal(t, ip6, bnd.IP)
 		peer := dial(t, bnd.String())
-		st := acceptStream(t, sess)
+		st := testkit.AcceptStream(t, sess, testTimeout)
 		rep, from := readReply(t, st)
 		require.Equal(t, socksbind.ReplySucceeded, rep)
 		assert.Equal(t, wireAddr(peer.LocalAddr()), from)
@@ -131,7 +120,7 @@ func TestMBIND(t *testing.T) {
 		peer := dial(t, bnd.String())
 		_, err := peer.Write([]byte("first"))
 		require.NoError(t, err)
-		st := acceptStream(t, sess)
+		st := testkit.AcceptStream(t, sess, testTimeout)
 		pa := netip.MustParseAddrPort(peer.LocalAddr().String())
 		want := append([]byte{5, 0, 0, 1}, pa.Addr().AsSlice()...)
 		want = append(want, byte(pa.Port()>>8), byte(pa.Port()), 'f', 'i', 'r', 's', 't')
@@ -147,7 +136,7 @@ func TestMBIND(t *testing.T) {
 		peer := dial(t, bnd.String())
 		_, err := peer.Write([]byte("first"))
 		require.NoError(t, err)
-		st := acceptStream(t, sess)
+		st := testkit.AcceptStream(t, sess, testTimeout)
 		got := make([]byte, 5)
 		_, err = io.ReadFull(st, got)
 		require.NoError(t, err)
@@ -159,7 +148,7 @@ func TestMBIND(t *testing.T) {
 		srv := newMultiplexServer(t, nil)
 		sess, _, bnd := mbind(t, srv, addr(any4, 0))
 		peer := dial(t, bnd.String())
-		st := acceptStream(t, sess)
+		st := testkit.AcceptStream(t, sess, testTimeout)
 		readReply(t, st)
 
 		up := make([]byte, 1<<20)
@@ -202,7 +191,7 @@ func TestMBIND(t *testing.T) {
 				continue
 			}
 			peer := dial(t, addr(ip4, p).String())
-			st := acceptStream(t, sess)
+			st := testkit.AcceptStream(t, sess, testTimeout)
 			_, from := readReply(t, st)
 			assert.Equal(t, wireAddr(peer.LocalAddr()), from)
 			return
@@ -221,7 +210,7 @@ func TestMBIND(t *testing.T) {
 
 		// The session goes on.
 		peer := dial(t, bnd.String())
-		got := acceptStream(t, sess)
+		got := testkit.AcceptStream(t, sess, testTimeout)
 		_, from := readReply(t, got)
 		assert.Equal(t, wireAddr(peer.LocalAddr()), from)
 	})
@@ -248,7 +237,7 @@ func TestMBINDEnd(t *testing.T) {
 			srv := newMultiplexServer(t, nil)
 			sess, c, bnd := mbind(t, srv, addr(any4, 0))
 			peer := dial(t, bnd.String())
-			st := acceptStream(t, sess)
+			st := testkit.AcceptStream(t, sess, testTimeout)
 			readReply(t, st)
 			require.Equal(t, 1, srv.ActiveBinds())
 
@@ -300,7 +289,7 @@ func TestMBINDRefusals(t *testing.T) {
 			require.NoError(t, err)
 			expectEOF(t, refused)
 			allowed := dial(t, addr(ip4, bnd.Port).String())
-			st := acceptStream(t, sess)
+			st := testkit.AcceptStream(t, sess, testTimeout)
 			rep, from := readReply(t, st)
 			require.Equal(t, socksbind.ReplySucceeded, rep)
 			assert.Equal(t, wireAddr(allowed.LocalAddr()), from, "the first stream is the allowed peer's")

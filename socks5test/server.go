@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/relay"
 	"github.com/socksbind/socksbind/internal/srvbase"
 	"github.com/socksbind/socksbind/internal/srvwire"
@@ -214,7 +215,7 @@ func RefuseHost(host string, rep socksbind.Reply) Rule {
 func RefusePeer(ip netip.Addr) PeerRule {
 	ip = ip.Unmap()
 	return func(_ *Request, peer net.Addr) socksbind.Reply {
-		if addrPort(peer).Addr().Unmap() == ip {
+		if netutil.AddrPort(peer).Addr().Unmap() == ip {
 			return socksbind.ReplyNotAllowed
 		}
 		return socksbind.ReplySucceeded
@@ -516,7 +517,7 @@ func dialReply(err error) socksbind.Reply {
 
 // bound returns the address to report for one of the server's own sockets.
 func (s *Server) bound(a net.Addr) socksbind.Addr {
-	ap := addrPort(a)
+	ap := netutil.AddrPort(a)
 	ip := ap.Addr().Unmap()
 	if s.ReportUnspecified {
 		if ip.Is4() {
@@ -526,16 +527,4 @@ func (s *Server) bound(a net.Addr) socksbind.Addr {
 		}
 	}
 	return socksbind.Addr{IP: ip, Port: ap.Port()}
-}
-
-// addrPort returns the IP, IPv4 addresses unmapped, and port of a TCP
-// address.
-func addrPort(a net.Addr) netip.AddrPort {
-	var ap netip.AddrPort
-	if t, ok := a.(*net.TCPAddr); ok {
-		ap = t.AddrPort()
-	} else {
-		ap, _ = netip.ParseAddrPort(a.String())
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }

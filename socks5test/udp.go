@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/srvwire"
 )
 
@@ -27,7 +28,7 @@ const maxDatagram = 65535
 // DST.PORT declare, an unspecified IP standing for the control connection's
 // and port 0 for whichever port of that IP sends first.
 func (s *Server) associate(c net.Conn, req *Request) {
-	host := addrPort(c.LocalAddr()).Addr()
+	host := netutil.AddrPort(c.LocalAddr()).Addr()
 	relaySock, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(host, 0)))
 	if err != nil {
 		writeReply(c, socksbind.ReplyGeneralFailure, socksbind.Addr{})
@@ -59,7 +60,7 @@ func (s *Server) associate(c net.Conn, req *Request) {
 		return
 	}
 
-	clientIP := addrPort(c.RemoteAddr()).Addr()
+	clientIP := netutil.AddrPort(c.RemoteAddr()).Addr()
 	if ip := req.Dst.IP.Unmap(); req.Dst.Name == "" && ip.IsValid() && !ip.IsUnspecified() {
 		clientIP = ip
 	}
@@ -183,7 +184,7 @@ func (s *Server) udpTun(c net.Conn, req *Request) {
 		writeReply(c, socksbind.ReplyNotAllowed, socksbind.Addr{})
 		return
 	}
-	host := addrPort(c.LocalAddr()).Addr()
+	host := netutil.AddrPort(c.LocalAddr()).Addr()
 	out, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(host, 0)))
 	if err != nil {
 		writeReply(c, socksbind.ReplyGeneralFailure, socksbind.Addr{})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/netutil"
 )
 
 // refusalGrace is how long a transfer that the server answered with 425
@@ -267,7 +268,7 @@ func (c *client) listenData() (*dataConn, error) {
 // announce returns the PORT or EPRT command that tells the server the
 // address the proxy listens on.
 func (dc *dataConn) announce(eprt bool) string {
-	return announce(addrPortOf(dc.ln.Addr()), eprt)
+	return announce(netutil.AddrPort(dc.ln.Addr()), eprt)
 }
 
 // announce returns the command that announces the data address a: PORT
@@ -344,15 +345,5 @@ func (c idleConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// addrPortOf returns the IP (IPv4 unmapped) and port of a TCP address.
-func addrPortOf(a net.Addr) netip.AddrPort {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ap := ta.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return ap
-}
-
 // addrOf returns the IP of a TCP address.
-func addrOf(a net.Addr) netip.Addr { return addrPortOf(a).Addr() }
+func addrOf(a net.Addr) netip.Addr { return netutil.AddrPort(a).Addr() }

@@ -1,10 +1,11 @@
-// Package netutil holds the small pieces of net plumbing that the root
-// package and proxyext share.
+// Package netutil holds the small pieces of net plumbing that the
+// packages of this module share.
 package netutil
 
 import (
 	"errors"
 	"net"
+	"net/netip"
 )
 
 // TextAddr is an address known only as text (one that did not parse, or a
@@ -32,4 +33,17 @@ func CloseRead(c net.Conn, src, dst net.Addr) error {
 		return cr.CloseRead()
 	}
 	return &net.OpError{Op: "close read", Net: "tcp", Source: src, Addr: dst, Err: errors.ErrUnsupported}
+}
+
+// AddrPort returns the IP address, an IPv4 one unmapped, and the port of a,
+// a *net.TCPAddr or an address whose text is "ip:port"; the zero AddrPort
+// for anything else.
+func AddrPort(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap = t.AddrPort()
+	} else {
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }

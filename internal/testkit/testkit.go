@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/xtaci/smux"
 
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -459,4 +460,17 @@ func (c *DialedConn) Deadlines() []time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.deadlines)
+}
+
+// AcceptStream accepts the next stream the peer of sess opens, within
+// timeout, with timeout as the stream's deadline; the stream is closed
+// when the test ends.
+func AcceptStream(t testing.TB, sess *smux.Session, timeout time.Duration) *smux.Stream {
+	t.Helper()
+	require.NoError(t, sess.SetDeadline(time.Now().Add(timeout)))
+	st, err := sess.AcceptStream()
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	require.NoError(t, st.SetDeadline(time.Now().Add(timeout)))
+	return st
 }
