@@ -51,9 +51,7 @@ func TestBind(t *testing.T) {
 	t.Run("peer to client half-close", func(t *testing.T) {
 		srv := testkit.Proxy(t, nil)
 		c, bnd := bind(t, srv, addr(any4, 0))
-		peer := dial(t, bnd.String())
-		rep, _ := readReply(t, c)
-		require.Equal(t, socksbind.ReplySucceeded, rep)
+		peer := arrive(t, c, bnd.String())
 		exchange(t, peer, c)
 	})
 
@@ -90,9 +88,7 @@ func TestBindPort(t *testing.T) {
 	t.Run("free port is bound", func(t *testing.T) {
 		srv := testkit.Proxy(t, nil)
 		c, p := bindFreePort(t, srv)
-		peer := dial(t, addr(ip4, p).String())
-		rep, _ := readReply(t, c)
-		require.Equal(t, socksbind.ReplySucceeded, rep)
+		peer := arrive(t, c, addr(ip4, p).String())
 		exchange(t, c, peer)
 	})
 
@@ -108,9 +104,7 @@ func TestBindPort(t *testing.T) {
 		assert.NotEqual(t, p, bnd.Port)
 
 		// The BIND works on the port it got.
-		peer := dial(t, bnd.String())
-		rep, _ := readReply(t, c)
-		require.Equal(t, socksbind.ReplySucceeded, rep)
+		peer := arrive(t, c, bnd.String())
 		exchange(t, c, peer)
 	})
 
@@ -119,9 +113,7 @@ func TestBindPort(t *testing.T) {
 		// SO_REUSEADDR, Dante cannot bind it again.
 		srv := testkit.Proxy(t, nil)
 		c1, p := bindFreePort(t, srv)
-		dial(t, addr(ip4, p).String())
-		rep, _ := readReply(t, c1)
-		require.Equal(t, socksbind.ReplySucceeded, rep)
+		arrive(t, c1, addr(ip4, p).String())
 
 		_, bnd2 := bind(t, srv, addr(any4, p))
 		assert.NotEqual(t, p, bnd2.Port)
@@ -132,9 +124,7 @@ func TestBindPort(t *testing.T) {
 		// TIME_WAIT and the port stays in use.
 		srv := testkit.Proxy(t, nil)
 		c1, p := bindFreePort(t, srv)
-		peer := dial(t, addr(ip4, p).String())
-		rep, _ := readReply(t, c1)
-		require.Equal(t, socksbind.ReplySucceeded, rep)
+		peer := arrive(t, c1, addr(ip4, p).String())
 		require.NoError(t, c1.(*net.TCPConn).CloseWrite())
 		expectEOF(t, peer)
 		require.NoError(t, peer.Close())
@@ -266,9 +256,7 @@ func TestBindReuse(t *testing.T) {
 		srv := testkit.Proxy(t, reuse)
 		c1, p := bindFreePort(t, srv)
 		binds := srv.ActiveBinds()
-		peer1 := dial(t, addr(ip4, p).String())
-		rep, _ := readReply(t, c1)
-		require.Equal(t, socksbind.ReplySucceeded, rep)
+		peer1 := arrive(t, c1, addr(ip4, p).String())
 		assert.Equal(t, binds, srv.ActiveBinds(), "socket pooled")
 
 		c2, bnd2 := bind(t, srv, addr(any4, p))
@@ -287,9 +275,7 @@ func TestBindReuse(t *testing.T) {
 		srv := testkit.Proxy(t, reuse)
 		c1, p := bindFreePort(t, srv)
 		bnd := addr(ip4, p)
-		dial(t, bnd.String())
-		rep, _ := readReply(t, c1)
-		require.Equal(t, socksbind.ReplySucceeded, rep)
+		arrive(t, c1, bnd.String())
 
 		// No BIND waits: the kernel completes the handshake anyway.
 		early := dial(t, bnd.String())
@@ -319,9 +305,7 @@ func TestBindReuse(t *testing.T) {
 		c2, bnd2 := bind(t, srv, addr(any4, p))
 		assert.Equal(t, addr(ip4, p), bnd2)
 		assert.Equal(t, binds, srv.ActiveBinds())
-		peer := dial(t, bnd2.String())
-		rep, _ := readReply(t, c2)
-		require.Equal(t, socksbind.ReplySucceeded, rep)
+		peer := arrive(t, c2, bnd2.String())
 		exchange(t, c2, peer)
 	})
 

@@ -338,3 +338,14 @@ func spin(t *testing.T, cond func() bool, msg string) {
 		runtime.Gosched()
 	}
 }
+
+// arrive has a peer connect to a BIND's address to and checks that the
+// client's connection c gets a successful second reply. It returns the
+// peer.
+func arrive(t *testing.T, c net.Conn, to string) net.Conn {
+	t.Helper()
+	peer := dial(t, to)
+	rep, _ := readReply(t, c)
+	require.Equal(t, socksbind.ReplySucceeded, rep)
+	return peer
+}
