@@ -231,7 +231,7 @@ func closedPort(t *testing.T) uint16 {
 func bindFreePort(t *testing.T, srv *socks5test.Server) (net.Conn, uint16) {
 	t.Helper()
 	for range 10 {
-		p := uint16(testkit.FreePort(t, net.ListenConfig{Control: noReuseAddr}))
+		p := uint16(testkit.FreePort(t, net.ListenConfig{Control: socks5test.NoReuseAddr}))
 		c, bnd := bind(t, srv, addr(any4, p))
 		assert.Equal(t, ip4, bnd.IP)
 		if bnd.Port == p {

@@ -48,14 +48,3 @@ func ownListener(p uint16) (listening, ok bool) {
 	}
 	return false, true
 }
-
-// noReuseAddr is a net.ListenConfig.Control that clears SO_REUSEADDR.
-func noReuseAddr(_, _ string, c syscall.RawConn) error {
-	var err error
-	if cerr := c.Control(func(fd uintptr) {
-		err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 0)
-	}); cerr != nil {
-		return cerr
-	}
-	return err
-}

@@ -182,7 +182,7 @@ func TestMBIND(t *testing.T) {
 	t.Run("port asked for", func(t *testing.T) {
 		srv := newMultiplexServer(t, nil)
 		for range 10 {
-			p := uint16(testkit.FreePort(t, net.ListenConfig{Control: noReuseAddr}))
+			p := uint16(testkit.FreePort(t, net.ListenConfig{Control: socks5test.NoReuseAddr}))
 			sess, c, bnd := mbind(t, srv, addr(any4, p))
 			if bnd.Port != p {
 				// Taken in between by another process.
