@@ -17,6 +17,7 @@ import (
 
 	"github.com/socksbind/socksbind/internal/deadlines"
 	"github.com/socksbind/socksbind/internal/dialctx"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/wire"
 )
 
@@ -56,7 +57,7 @@ func (d *Dialer) handshake(ctx context.Context, cmd Command, network string, dst
 	deadline, own := d.handshakeDeadline(ctx)
 	c, err := d.dialProxy(ctx, deadline, own)
 	if err != nil {
-		if own && isTimeout(err) && ctx.Err() == nil {
+		if own && netutil.IsTimeout(err) && ctx.Err() == nil {
 			err = d.handshakeTimeoutError(false)
 		}
 		return nil, Addr{}, nil, opErr(err)
@@ -264,11 +265,6 @@ func (cr *countingReader) Read(p []byte) (int, error) {
 	n, err := cr.r.Read(p)
 	cr.n += n
 	return n, err
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // dialProxy reaches the proxy through the forward dialer, under ctx even

@@ -577,4 +577,4 @@ type acceptError struct {
 func (e *acceptError) Error() string   { return e.err.Error() }
 func (e *acceptError) Unwrap() error   { return e.err }
 func (e *acceptError) Temporary() bool { return e.temporary }
-func (e *acceptError) Timeout() bool   { return isTimeout(e.err) }
+func (e *acceptError) Timeout() bool   { return netutil.IsTimeout(e.err) }

@@ -16,6 +16,7 @@ import (
 	"github.com/xtaci/smux"
 
 	"github.com/socksbind/socksbind/internal/deadlines"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/wire"
 )
 
@@ -378,7 +379,7 @@ func (e *muxEngine) greet(s *muxSession, st *smux.Stream) {
 	switch {
 	case err != nil && s.cause() != nil:
 		err = nil // the session's end, which run reports
-	case isTimeout(err):
+	case netutil.IsTimeout(err):
 		err = e.err(peerError{wire.AtStage(wire.StageMBINDStreamReply, &deadlines.TimeoutError{Limit: limit, Hint: "a stream without its header"})})
 	case err != nil:
 		err = e.err(peerError{wire.AtStage(wire.StageMBINDStreamReply, err)})
@@ -523,7 +524,7 @@ func (e *sessionLost) Error() string {
 	return "MBIND session lost: " + e.err.Error()
 }
 func (e *sessionLost) Unwrap() error { return e.err }
-func (e *sessionLost) Timeout() bool { return isTimeout(e.err) }
+func (e *sessionLost) Timeout() bool { return netutil.IsTimeout(e.err) }
 
 // A silenceError is a proxy that sent nothing, not even a keep-alive, while
 // the listener waited for it.

@@ -9,6 +9,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/socksbind/socksbind/internal/netutil"
 )
 
 // tunEngine carries datagrams with GOST's UDP-TUN (command 0xF3): after the
@@ -112,7 +114,7 @@ func (e *tunEngine) write(p *PacketConn, pkt []byte) error {
 	if err != nil && n > 0 {
 		p.end(fmt.Errorf("%w: frame cut short: %w", ErrAssociationEnded, err))
 	}
-	if err != nil && !isTimeout(err) {
+	if err != nil && !netutil.IsTimeout(err) {
 		p.end(ended(err))
 	}
 	return err

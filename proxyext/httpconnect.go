@@ -91,7 +91,7 @@ func (d *httpDialer) DialContext(ctx context.Context, network, address string) (
 	deadline, own := deadlines.Bound(ctx, d.timeout)
 	// expired turns the expiry of the hop's own bound into a TimeoutError.
 	expired := func(err error) error {
-		if own && ctx.Err() == nil && (isTimeout(err) || errors.Is(err, context.DeadlineExceeded)) {
+		if own && ctx.Err() == nil && (netutil.IsTimeout(err) || errors.Is(err, context.DeadlineExceeded)) {
 			return &deadlines.TimeoutError{Limit: d.timeout}
 		}
 		return err
@@ -112,11 +112,6 @@ func (d *httpDialer) DialContext(ctx context.Context, network, address string) (
 		return nil, opErr(expired(err))
 	}
 	return c, nil
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // checkTarget accepts a host:port that can go in a request line as is.

@@ -47,3 +47,10 @@ func AddrPort(a net.Addr) netip.AddrPort {
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
+
+// IsTimeout reports whether err, or an error it wraps, is a net.Error
+// that is a timeout.
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

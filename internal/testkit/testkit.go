@@ -127,7 +127,8 @@ func FreePortIn(t testing.TB, lo, hi int) int {
 	return 0
 }
 
-// IsTimeout reports whether err is a net.Error that is a timeout.
+// IsTimeout reports whether err itself, not an error it wraps, is a
+// net.Error that is a timeout: what code that predates errors.As checks.
 func IsTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
