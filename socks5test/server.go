@@ -132,10 +132,11 @@ type Server struct {
 	// Hooks inject faults into the protocol; see [Hooks].
 	Hooks Hooks
 
-	base  srvbase.Base
-	ctx   context.Context // cancelled by Close
-	wg    sync.WaitGroup
-	conns tracker.Set
+	setupOnce sync.Once
+	base      srvbase.Base
+	ctx       context.Context // cancelled by Close
+	wg        sync.WaitGroup
+	conns     tracker.Set
 
 	mu       sync.Mutex
 	closed   bool // set by Close: no BIND socket is registered after it
@@ -151,8 +152,9 @@ type Request struct {
 	// not support.
 	Command socksbind.Command
 
-	// Dst is DST.ADDR and DST.PORT as received: Dst.Type() tells whether
-	// the client sent an IPv4 address, an IPv6 address or a domain name.
+	// Dst is DST.ADDR and DST.PORT as received: Dst.Name is set when the
+	// client sent a domain name, and Dst.IP.Is4 tells an IPv4 address
+	// from an IPv6 one (an IPv4-mapped IPv6 address stays IPv6).
 	Dst socksbind.Addr
 
 	// Client is the remote address of the client's connection.
@@ -302,18 +304,26 @@ func NewServer() *Server {
 // yet serving. The caller may change its configuration, then calls
 // [Server.Start], and calls Close when finished.
 func NewUnstartedServer() *Server {
-	s := &Server{
-		Listener: srvbase.Listen("socks5test"),
-		binds:    make(map[net.Listener]struct{}),
-		pool:     make(map[netip.AddrPort]net.Listener),
-	}
-	s.ctx = s.base.Init("socks5test", &s.wg, &s.conns, s.closeBinds)
+	s := &Server{Listener: srvbase.Listen("socks5test")}
+	s.setup()
 	return s
+}
+
+// setup readies the server's own state once, for a Server made by
+// NewUnstartedServer or, as an httptest.Server may be, as a struct literal
+// with a Listener.
+func (s *Server) setup() {
+	s.setupOnce.Do(func() {
+		s.binds = make(map[net.Listener]struct{})
+		s.pool = make(map[netip.AddrPort]net.Listener)
+		s.ctx = s.base.Init("socks5test", &s.wg, &s.conns, s.closeBinds)
+	})
 }
 
 // Start starts a server from [NewUnstartedServer]. It panics if the server
 // was already started or closed.
 func (s *Server) Start() {
+	s.setup()
 	s.base.Start(s.Listener, s.handle)
 	s.URL = "socks5://" + s.Addr()
 }
@@ -355,7 +365,10 @@ func (s *Server) ActiveBinds() int {
 // included, to return. It is safe to call more than once and from several
 // goroutines; every call returns after the shutdown is complete. It must not
 // be called from a rule or a hook, which run on those goroutines.
-func (s *Server) Close() { s.base.Close(s.Listener) }
+func (s *Server) Close() {
+	s.setup()
+	s.base.Close(s.Listener)
+}
 
 // closeBinds closes every BIND socket, the pooled ones included, for the
 // first Close.

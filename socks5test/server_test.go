@@ -52,6 +52,26 @@ func TestCloseUnstarted(t *testing.T) {
 	assert.ErrorIs(t, err, net.ErrClosed)
 }
 
+// A Server may be made as a struct literal with a Listener, as an
+// httptest.Server may.
+func TestServerLiteral(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &socks5test.Server{Listener: ln}
+	srv.Start()
+	defer srv.Close()
+	echo := testkit.Echo(t, "tcp4")
+	c, rep, _ := request(t, srv, socksbind.CmdConnect, addr(ip4, uint16(echo.Port())))
+	require.Equal(t, socksbind.ReplySucceeded, rep)
+	echoed(t, c)
+
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := &socks5test.Server{Listener: ln}
+	closed.Close()
+	assert.Panics(t, closed.Start, "Start after Close")
+}
+
 func TestGreeting(t *testing.T) {
 	t.Run("no acceptable method without users", func(t *testing.T) {
 		srv := testkit.Proxy(t, nil)

@@ -73,11 +73,12 @@ type Server struct {
 	// is recorded, before it is answered (or stalled).
 	OnRequest func(req Request)
 
-	base  srvbase.Base
-	ctx   context.Context // cancelled by Close
-	wg    sync.WaitGroup
-	conns tracker.Set
-	tls   bool
+	setupOnce sync.Once
+	base      srvbase.Base
+	ctx       context.Context // cancelled by Close
+	wg        sync.WaitGroup
+	conns     tracker.Set
+	tls       bool
 
 	mu       sync.Mutex // guards requests
 	requests []Request
@@ -116,8 +117,14 @@ func NewServer() *Server {
 // yet serving.
 func NewUnstartedServer() *Server {
 	s := &Server{Listener: srvbase.Listen("connectproxy")}
-	s.ctx = s.base.Init("connectproxy", &s.wg, &s.conns, nil)
+	s.setup()
 	return s
+}
+
+// setup readies the server's own state once, for a Server made by
+// NewUnstartedServer or as a struct literal with a Listener.
+func (s *Server) setup() {
+	s.setupOnce.Do(func() { s.ctx = s.base.Init("connectproxy", &s.wg, &s.conns, nil) })
 }
 
 // Start starts serving plain HTTP. It panics if the server was already
@@ -147,6 +154,7 @@ func NewTLSServer() *Server {
 }
 
 func (s *Server) start(scheme string) {
+	s.setup()
 	s.base.Start(s.Listener, s.handle)
 	s.URL = scheme + "://" + s.Addr()
 }
@@ -205,7 +213,10 @@ func (s *Server) Requests() []Request {
 // Close shuts the proxy down: it closes the listener and every connection
 // and waits for every goroutine the proxy started. It is safe to call more
 // than once.
-func (s *Server) Close() { s.base.Close(s.Listener) }
+func (s *Server) Close() {
+	s.setup()
+	s.base.Close(s.Listener)
+}
 
 func (s *Server) handle(c net.Conn) {
 	defer s.conns.Release(c)

@@ -54,10 +54,11 @@ type Base struct {
 
 // Init prepares b for a server of package pkg, named in panics. Every
 // goroutine the server starts joins wg and every connection it has open is
-// in conns, so that Close can close them and wait. onClose, when non-nil, is
-// called once by the first Close, after the connections are closed, to close
-// whatever else the server holds open; it must not call b's methods. Init returns the context that Close
-// cancels, for the dials the server makes for its clients.
+// in conns, so that Close can close them and wait. onClose, when non-nil,
+// is called once by the first Close, after the connections are closed, to
+// close whatever else the server holds open; it must not call b's methods.
+// Init returns the context that Close cancels, for the dials the server
+// makes for its clients. A server calls Init once, before Start or Close.
 func (b *Base) Init(pkg string, wg *sync.WaitGroup, conns *tracker.Set, onClose func()) context.Context {
 	b.pkg, b.wg, b.conns, b.onClose = pkg, wg, conns, onClose
 	ctx, cancel := context.WithCancel(context.Background())

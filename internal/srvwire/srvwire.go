@@ -83,7 +83,7 @@ func ReadGreeting(r io.Reader) ([]socksbind.AuthMethod, error) {
 
 // ReadUserPass reads an RFC 1929 request.
 func ReadUserPass(r io.Reader) (user, pass string, err error) {
-	head, err := readN(r, 2, 0)
+	head, err := readN(r, 2, 1) // owed once the method is chosen
 	if err != nil {
 		return "", "", err
 	}
@@ -164,8 +164,7 @@ func readAddrAfter(r io.Reader, atyp byte) (socksbind.Addr, error) {
 		}
 		a.Name = string(b[:n])
 	} else {
-		ip, _ := netip.AddrFromSlice(b[:n])
-		a.IP = ip.Unmap()
+		a.IP, _ = netip.AddrFromSlice(b[:n])
 	}
 	return a, nil
 }
@@ -206,8 +205,8 @@ func AppendUDPHeader(b []byte, a socksbind.Addr) []byte {
 	return appendAddr(append(b, 0, 0, 0), a)
 }
 
-// ParseUDPHeader parses the header of a datagram and returns its address
-// and its data. A datagram with RSV or FRAG not 0 is malformed, as is one
+// ParseUDPHeader parses the header of a datagram and returns its address,
+// an IPv4-mapped one unmapped, and its data. A datagram with RSV or FRAG not 0 is malformed, as is one
 // whose domain name is not a host name: the server drops them all.
 func ParseUDPHeader(p []byte) (socksbind.Addr, []byte, error) {
 	if len(p) < 3 || p[0] != 0 || p[1] != 0 || p[2] != 0 {
@@ -221,6 +220,7 @@ func ParseUDPHeader(p []byte) (socksbind.Addr, []byte, error) {
 	if a.Name != "" && !wire.ValidName(a.Name) {
 		return socksbind.Addr{}, nil, malformed("datagram name")
 	}
+	a.IP = a.IP.Unmap()
 	return a, p[len(p)-r.Len():], nil
 }
 
@@ -236,8 +236,8 @@ func AppendTunHeader(b []byte, n int, a socksbind.Addr) ([]byte, error) {
 }
 
 // ReadTunFrame reads one UDP-TUN frame into buf, which must hold
-// [MaxTunData] bytes, and returns its address and its data, a prefix of
-// buf. The end of r between two frames is io.EOF.
+// [MaxTunData] bytes, and returns its address, an IPv4-mapped one
+// unmapped, and its data, a prefix of buf. The end of r between two frames is io.EOF.
 func ReadTunFrame(r *bufio.Reader, buf []byte) (socksbind.Addr, []byte, error) {
 	head, err := readN(r, 3, 0)
 	if err != nil {
@@ -260,5 +260,6 @@ func ReadTunFrame(r *bufio.Reader, buf []byte) (socksbind.Addr, []byte, error) {
 		}
 		return socksbind.Addr{}, nil, err
 	}
+	a.IP = a.IP.Unmap()
 	return a, buf[:n], nil
 }

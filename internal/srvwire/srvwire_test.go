@@ -55,6 +55,13 @@ func TestReadRequest(t *testing.T) {
 	assert.Equal(t, socksbind.Addr{Name: "a\nb", Port: 80}, a, "a request's name is the server's to judge")
 	assert.Equal(t, 1, r.Len())
 
+	// An IPv4-mapped IPv6 address is kept as received: a test may check
+	// how the client sent the address.
+	mapped := netip.MustParseAddr("::ffff:1.2.3.4")
+	_, a, err = ReadRequest(bytes.NewReader(append(append([]byte{5, 1, 0, 4}, mapped.AsSlice()...), 0, 80)))
+	require.NoError(t, err)
+	assert.True(t, a.IP.Is4In6(), "%v", a.IP)
+
 	for _, in := range [][]byte{nil, {5}, {5, 1, 0}, {5, 1, 0, 1, 127, 0}, {5, 1, 0, 3}, {5, 1, 0, 3, 4, 'a'}} {
 		_, _, err := ReadRequest(bytes.NewReader(in))
 		assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "%x", in)
@@ -77,8 +84,10 @@ func TestReadGreetingAndCredentials(t *testing.T) {
 	u, p, err := ReadUserPass(bytes.NewReader([]byte{1, 4, 'u', 's', 'e', 'r', 0}))
 	require.NoError(t, err)
 	assert.Equal(t, [2]string{"user", ""}, [2]string{u, p})
-	_, _, err = ReadUserPass(bytes.NewReader([]byte{1, 4, 'u'}))
-	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	for _, in := range [][]byte{nil, {1, 4, 'u'}} {
+		_, _, err = ReadUserPass(bytes.NewReader(in))
+		assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "%x", in)
+	}
 	_, _, err = ReadUserPass(bytes.NewReader([]byte{5, 0, 0}))
 	assert.ErrorIs(t, err, wire.ErrMalformed)
 }

@@ -375,7 +375,9 @@ type Dial struct {
 }
 
 // A DialedConn is a connection a Dialer made. It records each deadline set
-// with SetDeadline; everything else is the *net.TCPConn's.
+// with SetDeadline; everything else is the *net.TCPConn's. Code that looks
+// for a *net.TCPConn itself (to splice, say) does not find one: a test of
+// such a path dials without this Dialer.
 type DialedConn struct {
 	*net.TCPConn
 
