@@ -676,23 +676,28 @@ func TestFaultMBINDHeadersNeverCome(t *testing.T) {
 		require.NoError(t, err)
 		defer st.Close()
 	}
-	waiting := 0
-	crowded := func() int {
+	// crowded adds up the peers reported closed at once, and tells how
+	// many streams were waiting for their header when they were.
+	report := regexp.MustCompile(`(\d+) peers closed at once: (\d+) streams are already waiting`)
+	crowded := func() (closed, waiting int) {
 		errs, _ := log.snapshot()
-		n := 0
 		for _, err := range errs {
-			if m := regexp.MustCompile(`(\d+) peers closed at once: (\d+) streams are already waiting`).FindStringSubmatch(err.Error()); m != nil {
+			if m := report.FindStringSubmatch(err.Error()); m != nil {
 				k, _ := strconv.Atoi(m[1])
-				n += k
+				closed += k
 				waiting, _ = strconv.Atoi(m[2])
 			}
 		}
-		return n
+		return closed, waiting
 	}
-	require.Eventually(t, func() bool { return waiting > 0 && crowded() == streams-waiting }, 30*time.Second, 10*time.Millisecond,
-		"crowded %d", crowded())
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		closed, waiting := crowded()
+		assert.Positive(c, waiting, "streams waiting for a header")
+		assert.Equal(c, streams-waiting, closed, "streams closed at once")
+	}, 30*time.Second, 10*time.Millisecond)
+	closed, waiting := crowded()
 	assert.LessOrEqual(t, strings.Count(goroutines(), "(*muxEngine).greet("), waiting)
-	t.Logf("%d streams without a header: %d wait for it, %d closed at once", streams, waiting, crowded())
+	t.Logf("%d streams without a header: %d wait for it, %d closed at once", streams, waiting, closed)
 	openPeer(t, sess, 1, true)
 	_ = ln
 }
