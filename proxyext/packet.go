@@ -2,7 +2,6 @@ package proxyext
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -29,20 +28,17 @@ var (
 // udpMode reads the udp query parameter of a SOCKS5 URL: absent for UDP
 // ASSOCIATE, "tun" for GOST's UDP-TUN, "auto" for UDP ASSOCIATE with
 // UDP-TUN as the fallback.
-func udpMode(u *url.URL) (socksbind.UDPMode, error) {
-	q, _ := url.ParseQuery(u.RawQuery)
-	v, ok := q["udp"]
+func udpMode(q url.Values) (socksbind.UDPMode, error) {
+	v, ok, err := param(q, "udp")
 	switch {
-	case !ok:
-		return socksbind.UDPAssociate, nil
-	case len(v) > 1:
-		return 0, errors.New("udp given more than once")
-	case v[0] == "tun":
+	case err != nil || !ok:
+		return socksbind.UDPAssociate, err
+	case v == "tun":
 		return socksbind.UDPTunnel, nil
-	case v[0] == "auto":
+	case v == "auto":
 		return socksbind.UDPAuto, nil
 	}
-	return 0, fmt.Errorf("invalid udp=%s: want udp=tun or udp=auto, or no udp for UDP ASSOCIATE", url.QueryEscape(v[0]))
+	return 0, fmt.Errorf("invalid udp=%s: want udp=tun or udp=auto, or no udp for UDP ASSOCIATE", url.QueryEscape(v))
 }
 
 // ListenPacket asks the proxy to relay UDP; see

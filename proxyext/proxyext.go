@@ -133,54 +133,61 @@ func newSOCKS(u *url.URL, forward proxy.Dialer) (proxy.Dialer, error) {
 		return nil, urlError(u, err)
 	}
 	d.ResolveLocally = strings.EqualFold(u.Scheme, "socks5")
-	mux, err := bindMode(u)
+	q, _ := url.ParseQuery(u.RawQuery)
+	mux, err := bindMode(q)
 	if err != nil {
 		return nil, urlError(u, err)
 	}
-	if d.Pipeline, err = pipelineMode(u); err != nil {
+	if d.Pipeline, err = pipelineMode(q); err != nil {
 		return nil, urlError(u, err)
 	}
-	if d.UDP, err = udpMode(u); err != nil {
+	if d.UDP, err = udpMode(q); err != nil {
 		return nil, urlError(u, err)
 	}
 	return &socksDialer{d: d, url: Redact(u), mux: mux}, nil
 }
 
+// param returns the value of the query parameter name, and whether it was
+// given; a parameter given more than once is an error.
+func param(q url.Values, name string) (string, bool, error) {
+	v, ok := q[name]
+	switch {
+	case !ok:
+		return "", false, nil
+	case len(v) > 1:
+		return "", false, fmt.Errorf("%s given more than once", name)
+	}
+	return v[0], true, nil
+}
+
 // pipelineMode reads the pipeline query parameter of a SOCKS5 URL:
 // pipeline=1 sets [socksbind.Dialer.Pipeline], pipeline=0 or no pipeline
 // leaves it off.
-func pipelineMode(u *url.URL) (bool, error) {
-	q, _ := url.ParseQuery(u.RawQuery)
-	v, ok := q["pipeline"]
+func pipelineMode(q url.Values) (bool, error) {
+	v, ok, err := param(q, "pipeline")
 	switch {
-	case !ok:
+	case err != nil:
+		return false, err
+	case !ok || v == "0":
 		return false, nil
-	case len(v) > 1:
-		return false, errors.New("pipeline given more than once")
-	case v[0] == "1":
+	case v == "1":
 		return true, nil
-	case v[0] == "0":
-		return false, nil
 	}
-	return false, fmt.Errorf("invalid pipeline=%s: want pipeline=1 or pipeline=0", url.QueryEscape(v[0]))
+	return false, fmt.Errorf("invalid pipeline=%s: want pipeline=1 or pipeline=0", url.QueryEscape(v))
 }
 
 // bindMode reads the bind query parameter of a SOCKS5 URL, in the words
 // of [socksbind.Multiplex.UnmarshalText]: absent or "off" for standard
 // BIND, "on" (or "mux") for GOST's multiplexed BIND, "auto" for whichever
 // the proxy has. Other query parameters are ignored, as they always were.
-func bindMode(u *url.URL) (socksbind.Multiplex, error) {
-	q, _ := url.ParseQuery(u.RawQuery)
-	v, ok := q["bind"]
-	switch {
-	case !ok:
-		return socksbind.MultiplexOff, nil
-	case len(v) > 1:
-		return 0, errors.New("bind given more than once")
+func bindMode(q url.Values) (socksbind.Multiplex, error) {
+	v, ok, err := param(q, "bind")
+	if err != nil || !ok {
+		return socksbind.MultiplexOff, err
 	}
 	var m socksbind.Multiplex
-	if err := m.UnmarshalText([]byte(v[0])); err != nil {
-		return 0, fmt.Errorf("invalid bind=%s: want bind=on (or bind=mux), bind=auto, or bind=off (the default) for standard BIND", url.QueryEscape(v[0]))
+	if err := m.UnmarshalText([]byte(v)); err != nil {
+		return 0, fmt.Errorf("invalid bind=%s: want bind=on (or bind=mux), bind=auto, or bind=off (the default) for standard BIND", url.QueryEscape(v))
 	}
 	return m, nil
 }
