@@ -187,7 +187,7 @@ func (s *Server) bindListener(dst socksbind.Addr) (net.Listener, error) {
 
 	lc := net.ListenConfig{}
 	if s.BindMode == BindDante {
-		lc.Control = noReuseAddr
+		lc.Control = netutil.NoReuseAddr
 	}
 	return s.listenBind(lc, network, ip, port)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/srvwire"
 	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/socks5test"
@@ -231,7 +232,7 @@ func closedPort(t *testing.T) uint16 {
 func bindFreePort(t *testing.T, srv *socks5test.Server) (net.Conn, uint16) {
 	t.Helper()
 	for range 10 {
-		p := uint16(testkit.FreePort(t, net.ListenConfig{Control: socks5test.NoReuseAddr}))
+		p := uint16(testkit.FreePort(t, net.ListenConfig{Control: netutil.NoReuseAddr}))
 		c, bnd := bind(t, srv, addr(any4, p))
 		assert.Equal(t, ip4, bnd.IP)
 		if bnd.Port == p {

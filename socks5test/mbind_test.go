@@ -16,6 +16,7 @@ import (
 	"github.com/xtaci/smux"
 
 	"github.com/socksbind/socksbind"
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/internal/testkit"
 	"github.com/socksbind/socksbind/socks5test"
 )
@@ -182,7 +183,7 @@ func TestMBIND(t *testing.T) {
 	t.Run("port asked for", func(t *testing.T) {
 		srv := newMultiplexServer(t, nil)
 		for range 10 {
-			p := uint16(testkit.FreePort(t, net.ListenConfig{Control: socks5test.NoReuseAddr}))
+			p := uint16(testkit.FreePort(t, net.ListenConfig{Control: netutil.NoReuseAddr}))
 			sess, c, bnd := mbind(t, srv, addr(any4, p))
 			if bnd.Port != p {
 				// Taken in between by another process.

@@ -25,6 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/xtaci/smux"
 
+	"github.com/socksbind/socksbind/internal/netutil"
 	"github.com/socksbind/socksbind/socks5test"
 )
 
@@ -112,12 +113,15 @@ func FreePort(t testing.TB, lc net.ListenConfig) int {
 // ago, picked at random. Tests that ask a proxy for a port by number take
 // it below the kernel's ephemeral range, where no outgoing connection can
 // take it (or leave it in TIME_WAIT) behind the test's back; packages that
-// run at once take theirs from ranges apart.
+// run at once take theirs from ranges apart. The port is tried without
+// SO_REUSEADDR, as a proxy's BIND socket binds it: a port an earlier test
+// left in TIME_WAIT is not free.
 func FreePortIn(t testing.TB, lo, hi int) int {
 	t.Helper()
 	for range 100 {
 		port := lo + rand.IntN(hi-lo)
-		ln, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		lc := net.ListenConfig{Control: netutil.NoReuseAddr}
+		ln, err := lc.Listen(t.Context(), "tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err == nil {
 			ln.Close()
 			return port
